@@ -1,0 +1,86 @@
+"""The `dth` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dth import __version__, logs
+from dth.cli import s3
+from dth.errors import DthError
+
+
+def _crd(_: argparse.Namespace) -> int:
+    from dth.spec.crd import render_crd
+
+    sys.stdout.write(render_crd())
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from dth.spec.load import load_manifest
+
+    task = load_manifest(args.manifest)
+    print(f"{args.manifest}: valid {task.spec.type} TransferTask {task.metadata.namespace}/{task.metadata.name}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dth.cli.demo import run_demo
+
+    return run_demo(objects=args.objects, server=args.server)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dth", description="Data Transfer Hub: move object storage and images.")
+    parser.add_argument("--version", action="version", version=f"dth {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s3_parser = commands.add_parser("s3", help="S3 transfers")
+    s3_commands = s3_parser.add_subparsers(dest="s3_command", required=True, metavar="COMMAND")
+    sync = s3_commands.add_parser("sync", help="copy what differs from one bucket/prefix to another")
+    s3.add_sync_arguments(sync)
+    sync.set_defaults(handler=s3.sync_command)
+
+    run = commands.add_parser("run", help="run a TransferTask manifest locally on the embedded default")
+    run.add_argument("manifest", type=Path)
+    s3.add_run_arguments(run)
+    run.set_defaults(handler=s3.run_command)
+
+    validate = commands.add_parser("validate", help="check a TransferTask manifest")
+    validate.add_argument("manifest", type=Path)
+    validate.set_defaults(handler=_validate)
+
+    crd = commands.add_parser("crd", help="print the TransferTask CustomResourceDefinition")
+    crd.set_defaults(handler=_crd)
+
+    demo = commands.add_parser("demo", help="start a local S3 server, fill a bucket and sync it")
+    demo.add_argument("--objects", type=int, default=300)
+    demo.add_argument("--server", choices=["moto", "radosgw"], default="moto")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logs.configure(level, json_lines=args.log_format == "json")
+    try:
+        code: int = args.handler(args)
+    except DthError as error:
+        print(f"dth: error: {error}", file=sys.stderr)
+        return s3.EXIT_ERROR
+    except KeyboardInterrupt:
+        print("dth: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

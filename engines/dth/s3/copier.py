@@ -1,0 +1,407 @@
+"""Copying one object, server side where the destination can read the source, streamed otherwise,
+and verified either way.
+
+Every read of the source is conditional on the ETag the finder listed, so an object that changes
+mid-copy is detected, never mixed. A multipart source is copied with its own part layout, so the
+destination's ETag equals the source's and proves the copy; where that cannot be, the destination
+records the source ETag in its metadata for later compares.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import botocore.exceptions
+
+from dth.s3.compare import SOURCE_ETAG_METADATA, ObjectDetails
+from dth.s3.listing import normalize_etag
+from dth.s3.parts import PartRange, multipart_etag, parts_count, plan_parts, ranges_of
+from dth.s3.sides import S3Side, error_code, shares_service
+from dth.spec.model import S3Destination, S3Options, SseMode
+
+# Headers that travel with an object's content, as GET/HEAD return them and PUT takes them.
+CONTENT_HEADERS = ("ContentType", "CacheControl", "ContentEncoding", "ContentDisposition", "ContentLanguage")
+CHECKSUM_FIELDS = {
+    "ChecksumCRC32": "CRC32",
+    "ChecksumCRC32C": "CRC32C",
+    "ChecksumCRC64NVME": "CRC64NVME",
+    "ChecksumSHA1": "SHA1",
+    "ChecksumSHA256": "SHA256",
+}
+
+
+class CopyError(Exception):
+    """A copy that did not produce a verified object; `retryable` says whether trying again can help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class SourceChangedError(CopyError):
+    """The source no longer has the ETag the finder saw: it changed (or vanished) after listing."""
+
+
+class SourceVanishedError(CopyError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    dest_etag: str
+    size: int
+    method: str
+
+
+class MemoryBudget:
+    """Bytes that may be held in memory at once by streamed copies, shared by all threads."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._condition = threading.Condition()
+
+    def acquire(self, size: int) -> int:
+        amount = min(size, self._limit)  # one object larger than the budget still gets to run alone
+        with self._condition:
+            self._condition.wait_for(lambda: self._used + amount <= self._limit)
+            self._used += amount
+        return amount
+
+    def release(self, amount: int) -> None:
+        with self._condition:
+            self._used -= amount
+            self._condition.notify_all()
+
+
+def _md5(data: bytes) -> hashlib._Hash:
+    return hashlib.md5(data, usedforsecurity=False)
+
+
+def _quoted(etag: str) -> str:
+    """HTTP conditions compare entity tags in their quoted form; some servers insist on it."""
+    return f'"{etag}"'
+
+
+def _is_md5(etag: str) -> bool:
+    return len(etag) == 32 and "-" not in etag
+
+
+def _not_found(error: botocore.exceptions.ClientError) -> bool:
+    return error_code(error) in {"NoSuchKey", "404", "NotFound"}
+
+
+def _precondition_failed(error: botocore.exceptions.ClientError) -> bool:
+    return error_code(error) in {"PreconditionFailed", "412"}
+
+
+class ObjectCopier:
+    def __init__(
+        self,
+        source: S3Side,
+        destination: S3Side,
+        options: S3Options,
+        part_pool: Executor,
+        memory: MemoryBudget | None = None,
+    ) -> None:
+        self.source = source
+        self.destination = destination
+        self.options = options
+        assert isinstance(destination.location, S3Destination)
+        self.dest_spec: S3Destination = destination.location
+        self.server_side = shares_service(source, destination)
+        self._parts = part_pool
+        self._memory = memory or MemoryBudget(
+            max(options.concurrency * options.chunk_size, options.multipart_threshold)
+        )
+        # KMS-encrypted objects have ETags that are not MD5s: nothing to compare them with.
+        self._etags_are_md5 = self.dest_spec.sse is not SseMode.AWS_KMS
+
+    # --- reading the source ---------------------------------------------------------------
+
+    def _guard(self, key: str, etag: str, call: Callable[[], Any]) -> Any:
+        """Run a source read, turning 412/404 into SourceChangedError/SourceVanishedError."""
+        try:
+            return call()
+        except botocore.exceptions.ClientError as error:
+            if _precondition_failed(error):
+                raise SourceChangedError(f"source object changed since it was listed (ETag was {etag})") from None
+            if _not_found(error):
+                raise SourceVanishedError("source object was deleted after it was listed") from None
+            raise
+
+    def head_source(self, key: str, etag: str | None = None, part_number: int | None = None) -> dict[str, Any]:
+        arguments: dict[str, Any] = {"Bucket": self.source.bucket, "Key": self.source.key_for(key)}
+        if etag:
+            arguments["IfMatch"] = _quoted(etag)
+        if part_number:
+            arguments["PartNumber"] = part_number
+        return dict(
+            self._guard(
+                key,
+                etag or "",
+                lambda: self.source.client.head_object(**arguments, **self.source.request_payer),
+            )
+        )
+
+    def _source_part_size(self, key: str, etag: str) -> int | None:
+        """The part size the source was uploaded with, from a HEAD of its first part."""
+        try:
+            head = self.head_source(key, etag, part_number=1)
+        except botocore.exceptions.ClientError:
+            return None  # servers without part HEADs: fall back to our own layout
+        return int(head["ContentLength"]) if head.get("ContentLength") else None
+
+    def _content_arguments(self, head: dict[str, Any]) -> dict[str, Any]:
+        """Content headers and user metadata to write, from a GET or HEAD of the source."""
+        if not self.options.copy_metadata:
+            return {}
+        arguments = {name: head[name] for name in CONTENT_HEADERS if head.get(name)}
+        if head.get("Expires") is not None and not isinstance(head["Expires"], str):
+            arguments["Expires"] = head["Expires"]
+        metadata = {k: v for k, v in (head.get("Metadata") or {}).items() if k != SOURCE_ETAG_METADATA}
+        if metadata:
+            arguments["Metadata"] = metadata
+        return arguments
+
+    def _tagging(self, key: str) -> str | None:
+        if not self.options.copy_tags:
+            return None
+        response = self.source.client.get_object_tagging(
+            Bucket=self.source.bucket, Key=self.source.key_for(key), **self.source.request_payer
+        )
+        return urlencode([(tag["Key"], tag["Value"]) for tag in response.get("TagSet", [])])
+
+    # --- writing the destination ----------------------------------------------------------
+
+    def _write_arguments(self) -> dict[str, Any]:
+        arguments: dict[str, Any] = {}
+        if self.dest_spec.storage_class:
+            arguments["StorageClass"] = self.dest_spec.storage_class.value
+        if self.dest_spec.acl:
+            arguments["ACL"] = self.dest_spec.acl.value
+        if self.dest_spec.sse is SseMode.AES256:
+            arguments["ServerSideEncryption"] = "AES256"
+        elif self.dest_spec.sse is SseMode.AWS_KMS:
+            arguments["ServerSideEncryption"] = "aws:kms"
+            if self.dest_spec.kms_key_id:
+                arguments["SSEKMSKeyId"] = self.dest_spec.kms_key_id
+        return arguments
+
+    def _new_object_arguments(self, key: str, head: dict[str, Any], source_etag: str, mark: bool) -> dict[str, Any]:
+        arguments = {**self._write_arguments(), **self._content_arguments(head)}
+        if mark:
+            arguments["Metadata"] = {**arguments.get("Metadata", {}), SOURCE_ETAG_METADATA: source_etag}
+        tagging = self._tagging(key)
+        if tagging:
+            arguments["Tagging"] = tagging
+        return arguments
+
+    # --- the copy ---------------------------------------------------------------------------
+
+    def copy(self, key: str, size: int, etag: str) -> CopyResult:
+        layout, mark = self._layout(key, size, etag)
+        mark = mark or not self._etags_are_md5
+        if layout is None:
+            if self.server_side:
+                return self._copy_object(key, size, etag, mark)
+            return self._put_object(key, size, etag, mark)
+        return self._multipart(key, size, etag, layout, mark)
+
+    def _layout(self, key: str, size: int, etag: str) -> tuple[list[PartRange] | None, bool]:
+        """The parts to copy in (None: one request) and whether the result's ETag will differ from
+        the source's, so that the destination must record the source ETag."""
+        source_parts = parts_count(etag)
+        if source_parts is not None:
+            part_size = self._source_part_size(key, etag)
+            if part_size:
+                ranges = ranges_of(size, part_size)
+                if len(ranges) == source_parts:
+                    return ranges, False
+            if size <= self.options.multipart_threshold:
+                return None, True
+            return plan_parts(size, self.options.chunk_size), True
+        if size <= self.options.multipart_threshold:
+            return None, False
+        return plan_parts(size, self.options.chunk_size), True
+
+    def _copy_object(self, key: str, size: int, etag: str, mark: bool) -> CopyResult:
+        arguments: dict[str, Any] = {
+            "Bucket": self.destination.bucket,
+            "Key": self.destination.key_for(key),
+            "CopySource": {"Bucket": self.source.bucket, "Key": self.source.key_for(key)},
+            "CopySourceIfMatch": _quoted(etag),
+            **self._write_arguments(),
+            **self.source.request_payer,
+        }
+        if mark or not self.options.copy_metadata:
+            head = self.head_source(key, etag)
+            arguments["MetadataDirective"] = "REPLACE"
+            arguments.update(self._content_arguments(head))
+            if mark:
+                arguments["Metadata"] = {**arguments.get("Metadata", {}), SOURCE_ETAG_METADATA: etag}
+        if not self.options.copy_tags:
+            arguments["TaggingDirective"] = "REPLACE"
+        response = self._guard(key, etag, lambda: self.destination.client.copy_object(**arguments))
+        dest_etag = normalize_etag(response.get("CopyObjectResult", {}).get("ETag"))
+        if self._etags_are_md5 and _is_md5(etag) and dest_etag and dest_etag != etag:
+            raise CopyError(f"copied object's ETag {dest_etag} differs from the source's {etag}")
+        return CopyResult(dest_etag or etag, size, "copy-object")
+
+    def _read_source(self, key: str, etag: str, part: PartRange | None = None) -> tuple[bytes, dict[str, Any]]:
+        arguments: dict[str, Any] = {
+            "Bucket": self.source.bucket,
+            "Key": self.source.key_for(key),
+            "IfMatch": _quoted(etag),
+        }
+        if part is not None:
+            arguments["Range"] = part.http_range
+        response = self._guard(
+            key, etag, lambda: self.source.client.get_object(**arguments, **self.source.request_payer)
+        )
+        with response["Body"] as body:
+            data: bytes = body.read()
+        expected = part.size if part is not None else int(response.get("ContentLength", len(data)))
+        if len(data) != expected:
+            raise CopyError(f"short read from the source: {len(data)} of {expected} bytes")
+        return data, response
+
+    def _put_object(self, key: str, size: int, etag: str, mark: bool) -> CopyResult:
+        reserved = self._memory.acquire(size)
+        try:
+            data, response = self._read_source(key, etag)
+            digest = _md5(data)
+            if _is_md5(etag) and digest.hexdigest() != etag:
+                raise CopyError(f"content read from the source has MD5 {digest.hexdigest()}, its ETag is {etag}")
+            arguments = self._new_object_arguments(key, response, etag, mark)
+            result = self.destination.client.put_object(
+                Bucket=self.destination.bucket,
+                Key=self.destination.key_for(key),
+                Body=data,
+                ContentMD5=base64.b64encode(digest.digest()).decode(),
+                **arguments,
+            )
+        finally:
+            self._memory.release(reserved)
+        dest_etag = normalize_etag(result.get("ETag"))
+        if self._etags_are_md5 and dest_etag and dest_etag != digest.hexdigest():
+            raise CopyError(f"destination ETag {dest_etag} differs from the MD5 of what was sent")
+        return CopyResult(dest_etag, size, "put")
+
+    def _multipart(self, key: str, size: int, etag: str, layout: list[PartRange], mark: bool) -> CopyResult:
+        head = self.head_source(key, etag)
+        dest_key = self.destination.key_for(key)
+        upload_id = self.destination.client.create_multipart_upload(
+            Bucket=self.destination.bucket, Key=dest_key, **self._new_object_arguments(key, head, etag, mark)
+        )["UploadId"]
+        futures: list[Future[str]] = []
+        try:
+            copy_part = self._copy_part if self.server_side else self._stream_part
+            futures = [self._parts.submit(copy_part, key, etag, upload_id, part) for part in layout]
+            part_etags = [future.result() for future in futures]
+            response = self.destination.client.complete_multipart_upload(
+                Bucket=self.destination.bucket,
+                Key=dest_key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [
+                        {"ETag": f'"{part_etag}"', "PartNumber": part.number}
+                        for part, part_etag in zip(layout, part_etags, strict=True)
+                    ]
+                },
+            )
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            self._abort(dest_key, upload_id)
+            raise
+        expected = multipart_etag(part_etags)
+        dest_etag = normalize_etag(response.get("ETag"))
+        if not dest_etag:  # Ceph answers CompleteMultipartUpload without an ETag
+            dest_etag = normalize_etag(
+                self.destination.client.head_object(Bucket=self.destination.bucket, Key=dest_key).get("ETag")
+            )
+        if self._etags_are_md5:
+            if dest_etag != expected:
+                raise CopyError(f"destination ETag {dest_etag} differs from the parts' ETag {expected}")
+            if not mark and expected != etag:
+                raise CopyError(f"copied object's ETag {expected} differs from the source's {etag}")
+        return CopyResult(dest_etag, size, "part-copy" if self.server_side else "multipart-put")
+
+    def _abort(self, dest_key: str, upload_id: str) -> None:
+        # Where the abort fails too, the bucket's lifecycle rule for incomplete uploads is the backstop.
+        with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            self.destination.client.abort_multipart_upload(
+                Bucket=self.destination.bucket, Key=dest_key, UploadId=upload_id
+            )
+
+    def _copy_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
+        response = self._guard(
+            key,
+            etag,
+            lambda: self.destination.client.upload_part_copy(
+                Bucket=self.destination.bucket,
+                Key=self.destination.key_for(key),
+                UploadId=upload_id,
+                PartNumber=part.number,
+                CopySource={"Bucket": self.source.bucket, "Key": self.source.key_for(key)},
+                CopySourceRange=part.http_range,
+                CopySourceIfMatch=_quoted(etag),
+                **self.source.request_payer,
+            ),
+        )
+        return normalize_etag(response["CopyPartResult"]["ETag"])
+
+    def _stream_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
+        reserved = self._memory.acquire(part.size)
+        try:
+            data, _ = self._read_source(key, etag, part)
+            digest = _md5(data)
+            response = self.destination.client.upload_part(
+                Bucket=self.destination.bucket,
+                Key=self.destination.key_for(key),
+                UploadId=upload_id,
+                PartNumber=part.number,
+                Body=data,
+                ContentMD5=base64.b64encode(digest.digest()).decode(),
+            )
+        finally:
+            self._memory.release(reserved)
+        part_etag = normalize_etag(response.get("ETag"))
+        if self._etags_are_md5 and part_etag != digest.hexdigest():
+            raise CopyError(f"part {part.number}: destination ETag {part_etag} differs from the MD5 sent")
+        return part_etag
+
+    # --- other operations ---------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        self.destination.client.delete_object(Bucket=self.destination.bucket, Key=self.destination.key_for(key))
+
+    def details(self, side: S3Side, key: str) -> ObjectDetails | None:
+        """A HEAD of the object for compares that the listing cannot settle; None if it is gone."""
+        try:
+            head = side.client.head_object(
+                Bucket=side.bucket, Key=side.key_for(key), ChecksumMode="ENABLED", **side.request_payer
+            )
+        except botocore.exceptions.ClientError as error:
+            if _not_found(error):
+                return None
+            raise
+        checksums = {name: str(head[field]) for field, name in CHECKSUM_FIELDS.items() if head.get(field)}
+        if head.get("ChecksumType") == "COMPOSITE":
+            checksums = {}  # a checksum of part checksums depends on the layout: not comparable
+        return ObjectDetails(
+            size=int(head.get("ContentLength", 0)),
+            etag=normalize_etag(head.get("ETag")),
+            metadata=dict(head.get("Metadata") or {}),
+            checksums=checksums,
+        )

@@ -1,0 +1,121 @@
+"""One side of a transfer (source or destination): a client bound to a bucket and a prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from dth.errors import AccessError
+from dth.s3.credentials import access_key_of, session_for
+from dth.spec.model import S3Location, S3Source
+
+DEFAULT_REGION = "us-east-1"
+
+# Error codes that mean the key pair itself is wrong, as S3 and its look-alikes spell them.
+CREDENTIAL_ERRORS = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
+)
+
+
+def error_code(error: botocore.exceptions.ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", "Unknown"))
+
+
+@dataclass
+class S3Side:
+    role: str  # "source" or "destination", for messages
+    location: S3Location
+    client: Any  # botocore's S3 client is generated at run time and has no static type
+    endpoint_url: str
+    access_key: str | None
+
+    @property
+    def bucket(self) -> str:
+        return self.location.bucket
+
+    @property
+    def prefix(self) -> str:
+        return self.location.prefix
+
+    def key_for(self, relative_key: str) -> str:
+        return self.location.prefix + relative_key
+
+    @property
+    def request_payer(self) -> dict[str, str]:
+        """Extra arguments for requests that read the source in a requester-pays bucket."""
+        if isinstance(self.location, S3Source) and self.location.requester_pays:
+            return {"RequestPayer": "requester"}
+        return {}
+
+    def describe(self) -> str:
+        return f"{self.role} {self.location.describe()}"
+
+    def explain(self, error: Exception, action: str) -> str:
+        """A one-line explanation of why `action` failed, naming the side; never includes secrets."""
+        if isinstance(error, botocore.exceptions.ClientError):
+            code = error_code(error)
+            if code in {"NoSuchBucket"}:
+                return f"{self.role} bucket {self.bucket!r} does not exist at {self.endpoint_url}"
+            if code in CREDENTIAL_ERRORS:
+                return f"{self.role} credentials were rejected by {self.endpoint_url} ({code}) while {action}"
+            if code in {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}:
+                return f"access denied to {self.role} bucket {self.bucket!r} at {self.endpoint_url} while {action}"
+            message = error.response.get("Error", {}).get("Message", "")
+            return f"{self.role} {action} failed: {code}{': ' + message if message else ''}"
+        if isinstance(error, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError):
+            return f"cannot reach the {self.role} endpoint {self.endpoint_url}"
+        if isinstance(error, botocore.exceptions.NoCredentialsError):
+            return f"no credentials for the {self.role}: configure a profile, the environment or the spec"
+        return f"{self.role} {action} failed: {type(error).__name__}: {error}"
+
+
+def connect(
+    role: str,
+    location: S3Location,
+    *,
+    namespace: str = "default",
+    pool_size: int = 64,
+    max_attempts: int = 5,
+    session: boto3.Session | None = None,
+) -> S3Side:
+    session = session or session_for(location.credentials, namespace)
+    config = botocore.config.Config(
+        max_pool_connections=pool_size,
+        # Throttling, 5xx and connection errors are retried with exponential backoff and jitter.
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        s3={"addressing_style": location.addressing_style()},
+        connect_timeout=10,
+        read_timeout=120,
+        tcp_keepalive=True,
+        # We send Content-MD5 ourselves; trailing checksums confuse S3 look-alikes (Ceph, OSS, COS).
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    endpoint_url = location.endpoint_url()
+    client = session.client(
+        "s3", region_name=location.region or DEFAULT_REGION, endpoint_url=endpoint_url, config=config
+    )
+    return S3Side(
+        role=role,
+        location=location,
+        client=client,
+        endpoint_url=endpoint_url or client.meta.endpoint_url,
+        access_key=access_key_of(session),
+    )
+
+
+def check_bucket(side: S3Side) -> None:
+    """Fail early, with a clear message, when the bucket is missing, unreachable or forbidden."""
+    try:
+        side.client.list_objects_v2(Bucket=side.bucket, Prefix=side.prefix, MaxKeys=1, **side.request_payer)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+        raise AccessError(side.explain(error, "listing the bucket")) from None
+
+
+def shares_service(source: S3Side, destination: S3Side) -> bool:
+    """Whether the destination can copy straight from the source, server side."""
+    return source.endpoint_url == destination.endpoint_url and source.access_key == destination.access_key

@@ -1,0 +1,170 @@
+"""A whole S3 transfer in one process on the embedded default: finder and workers side by side,
+sharing a local SQLite queue and status store."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dth.errors import DthError
+from dth.s3.copier import ObjectCopier
+from dth.s3.diff import Change
+from dth.s3.finder import Finder, ScanReport
+from dth.s3.sides import S3Side, check_bucket, connect
+from dth.s3.work import WorkItem
+from dth.s3.worker import RetryPolicy, Worker
+from dth.spec.model import S3TaskSpec, TransferCounters
+from dth.state.queue import SqliteQueue
+from dth.state.store import ObjectRecord, ObjectResult, ObjectState, SqliteStatusStore
+
+ProgressCallback = Callable[[TransferCounters, bool], None]
+
+
+def default_state_path(task_name: str) -> Path:
+    """Where standalone runs keep their state: $DTH_STATE_DIR, else the XDG state directory."""
+    base = os.environ.get("DTH_STATE_DIR") or os.path.join(  # noqa: PTH118 - env strings
+        os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state", "dth"
+    )
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in task_name)[:100] or "task"
+    return Path(base) / f"{safe}.sqlite"
+
+
+@dataclass
+class SyncResult:
+    run_id: str
+    counters: TransferCounters
+    scan: ScanReport
+    elapsed: float
+    dry_run: bool = False
+    failed: list[ObjectRecord] = field(default_factory=list)
+    skipped: list[ObjectRecord] = field(default_factory=list)  # skipped with a reason (archived, vanished)
+    error: str | None = None
+
+    @property
+    def accounted(self) -> bool:
+        """Every object found ended copied or skipped: the only outcome that counts as success."""
+        c = self.counters
+        return self.error is None and c.failed == 0 and c.found == c.copied + c.skipped
+
+
+class StandaloneSync:
+    def __init__(
+        self,
+        spec: S3TaskSpec,
+        *,
+        task_name: str,
+        state_path: Path | None = None,
+        namespace: str = "default",
+        on_progress: ProgressCallback | None = None,
+        on_change: Callable[[Change], None] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.spec = spec
+        self.options = spec.options
+        self.task_name = task_name
+        self.state_path = state_path or default_state_path(task_name)
+        self.namespace = namespace
+        self.on_progress = on_progress
+        self.on_change = on_change
+        self.retry = retry or RetryPolicy(max_retries=self.options.max_retries)
+
+    def _connect(self) -> tuple[S3Side, S3Side]:
+        pool = self.options.workers + self.options.concurrency + 16
+        source = connect("source", self.spec.source, namespace=self.namespace, pool_size=pool)
+        destination = connect("destination", self.spec.destination, namespace=self.namespace, pool_size=pool)
+        check_bucket(source)
+        check_bucket(destination)
+        return source, destination
+
+    def run(self) -> SyncResult:
+        started = time.monotonic()
+        source, destination = self._connect()
+        list_threads = min(16, max(2, self.options.workers // 2))
+        with ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="part") as parts:
+            copier = ObjectCopier(source, destination, self.options, parts)
+            if self.options.dry_run:
+                finder = Finder(source, destination, self.spec, None, None, copier, list_threads=list_threads)
+                report = finder.scan("dry-run", on_change=self.on_change)
+                counters = TransferCounters(
+                    found=report.found,
+                    skipped=report.unchanged,
+                    bytes_found=report.found_bytes,
+                    bytes_skipped=report.unchanged_bytes,
+                )
+                return SyncResult("dry-run", counters, report, time.monotonic() - started, dry_run=True)
+            return self._transfer(source, destination, copier, list_threads, started)
+
+    def _transfer(
+        self, source: S3Side, destination: S3Side, copier: ObjectCopier, list_threads: int, started: float
+    ) -> SyncResult:
+        store = SqliteStatusStore(self.state_path)
+        run_id = store.start_run(self.task_name)
+        # The worker dead-letters after max_retries itself; the queue's own redrive is the backstop
+        # for a message whose worker keeps dying.
+        queue = SqliteQueue(self.state_path, name=run_id, max_receive_count=self.options.max_retries + 2)
+        finder = Finder(source, destination, self.spec, queue, store, copier, list_threads=list_threads)
+        worker = Worker(copier, queue, store, workers=self.options.workers, retry=self.retry)
+        scan_done = threading.Event()
+        finished = threading.Event()
+        outcome: dict[str, ScanReport | str] = {}
+
+        def scan() -> None:
+            try:
+                outcome["report"] = finder.scan(run_id, on_change=self.on_change)
+            except DthError as error:
+                outcome["error"] = str(error)
+            except Exception as error:
+                outcome["error"] = f"the scan failed: {type(error).__name__}: {error}"
+            finally:
+                scan_done.set()
+
+        def report_progress() -> None:
+            while not finished.wait(0.25):
+                if self.on_progress:
+                    self.on_progress(store.counters(run_id), scan_done.is_set())
+
+        scanner = threading.Thread(target=scan, name="finder", daemon=True)
+        reporter = threading.Thread(target=report_progress, name="progress", daemon=True)
+        scanner.start()
+        reporter.start()
+        try:
+            worker.run(done=scan_done.is_set)
+        finally:
+            finished.set()
+            scanner.join()
+            reporter.join()
+        self._record_dead_letters(queue, store, run_id)
+        counters = store.counters(run_id)
+        if self.on_progress:
+            self.on_progress(counters, True)
+        report = outcome.get("report")
+        error = outcome.get("error")
+        result = SyncResult(
+            run_id=run_id,
+            counters=counters,
+            scan=report if isinstance(report, ScanReport) else ScanReport(),
+            elapsed=time.monotonic() - started,
+            failed=store.records(run_id, [ObjectState.FAILED]),
+            skipped=[r for r in store.records(run_id, [ObjectState.SKIPPED]) if r.reason],
+            error=error if isinstance(error, str) else None,
+        )
+        queue.close()
+        store.close()
+        return result
+
+    @staticmethod
+    def _record_dead_letters(queue: SqliteQueue, store: SqliteStatusStore, run_id: str) -> None:
+        """Messages the queue itself dead-lettered were never recorded as failed by a worker."""
+        results = []
+        for letter in queue.dead_letters(limit=1_000_000):
+            try:
+                item = WorkItem.from_body(letter.body)
+            except ValueError:
+                continue
+            results.append(ObjectResult(item.key, item.op, ObjectState.FAILED, item.size, reason=letter.reason))
+        store.complete(run_id, results)

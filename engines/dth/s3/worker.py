@@ -1,0 +1,192 @@
+"""The worker: takes work items off the queue, copies or deletes, records the outcome, retries.
+
+A message is deleted only after its outcome is recorded, so a worker that dies mid-copy leaves the
+message to come back after its visibility timeout; the store counts each object once however often
+it is delivered. Failures are retried with exponential backoff and jitter by hiding the message for
+the delay; past `maxRetries` the message goes to the dead letters and the object is recorded failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import botocore.exceptions
+from pydantic import ValidationError
+
+from dth.s3.copier import CopyError, ObjectCopier, SourceChangedError, SourceVanishedError
+from dth.s3.listing import normalize_etag
+from dth.s3.sides import CREDENTIAL_ERRORS, error_code
+from dth.s3.work import WorkItem
+from dth.state.queue import Message, WorkQueue
+from dth.state.store import ObjectResult, ObjectState, Operation, StatusStore
+
+log = logging.getLogger(__name__)
+
+# Errors that another attempt cannot fix.
+PERMANENT_ERRORS = CREDENTIAL_ERRORS | {
+    "AccessDenied",
+    "NoSuchBucket",
+    "InvalidObjectState",
+    "InvalidRequest",
+}
+# How often a copy follows a source that keeps changing under it before giving up for this attempt.
+SOURCE_CHANGE_FOLLOWS = 3
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, never less than a tenth of the base."""
+        ceiling = min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1))
+        return max(self.base_delay / 10, random.uniform(0, ceiling))
+
+
+def describe_error(error: BaseException) -> tuple[str, bool]:
+    """A short reason for the record, and whether another attempt may succeed."""
+    if isinstance(error, CopyError):
+        return str(error), error.retryable
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = error_code(error)
+        message = error.response.get("Error", {}).get("Message", "")
+        return f"{code}: {message}" if message else code, code not in PERMANENT_ERRORS
+    if isinstance(error, botocore.exceptions.BotoCoreError):
+        return f"{type(error).__name__}: {error}", True
+    return f"{type(error).__name__}: {error}", True
+
+
+class Worker:
+    def __init__(
+        self,
+        copier: ObjectCopier,
+        queue: WorkQueue,
+        store: StatusStore,
+        *,
+        workers: int,
+        retry: RetryPolicy,
+        visibility_timeout: float = 300.0,
+    ) -> None:
+        self.copier = copier
+        self.queue = queue
+        self.store = store
+        self.workers = workers
+        self.retry = retry
+        self.visibility_timeout = visibility_timeout
+        self._in_flight: dict[str, tuple[Message, float]] = {}
+        self._lock = threading.Lock()
+
+    # --- one message ----------------------------------------------------------------------
+
+    def handle(self, message: Message) -> None:
+        try:
+            item = WorkItem.from_body(message.body)
+        except ValidationError:
+            self.queue.dead_letter(message, "not a work item")
+            return
+        try:
+            result = self._perform(item)
+        except Exception as error:
+            self._failed(message, item, error)
+            return
+        self.store.complete(item.run, [result])
+        self.queue.delete([message])
+
+    def _perform(self, item: WorkItem) -> ObjectResult:
+        if item.op is Operation.DELETE:
+            return self._delete(item)
+        etag, size = item.etag, item.size
+        for _ in range(SOURCE_CHANGE_FOLLOWS):
+            try:
+                copied = self.copier.copy(item.key, size, etag)
+                return ObjectResult(item.key, Operation.COPY, ObjectState.COPIED, copied.size, copied.dest_etag)
+            except SourceVanishedError as gone:
+                return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
+            except SourceChangedError:
+                # Copy what the source holds now, verified against its new ETag.
+                try:
+                    head = self.copier.head_source(item.key)
+                except SourceVanishedError as gone:
+                    return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
+                etag, size = normalize_etag(head.get("ETag")), int(head.get("ContentLength", 0))
+        raise CopyError("the source object kept changing during the copy")
+
+    def _delete(self, item: WorkItem) -> ObjectResult:
+        # An object that appeared in the source since the scan must not be deleted from the copy.
+        try:
+            self.copier.head_source(item.key)
+        except SourceVanishedError:
+            self.copier.delete(item.key)
+            return ObjectResult(item.key, Operation.DELETE, ObjectState.DELETED)
+        return ObjectResult(item.key, Operation.DELETE, ObjectState.SKIPPED, reason="the key reappeared in the source")
+
+    def _failed(self, message: Message, item: WorkItem, error: Exception) -> None:
+        reason, retryable = describe_error(error)
+        if retryable and message.receive_count <= self.retry.max_retries:
+            log.warning(
+                "attempt failed, will retry",
+                extra={"key": item.key, "attempt": message.receive_count, "error": reason},
+            )
+            self.store.record_attempt(item.run, item.key, item.op, reason)
+            self.queue.change_visibility(message, self.retry.delay(message.receive_count))
+            return
+        log.error("object failed", extra={"key": item.key, "attempts": message.receive_count, "error": reason})
+        self.store.complete(item.run, [ObjectResult(item.key, item.op, ObjectState.FAILED, item.size, reason=reason)])
+        self.queue.dead_letter(message, reason)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _tracked(self, message: Message) -> None:
+        try:
+            self.handle(message)
+        finally:
+            with self._lock:
+                self._in_flight.pop(message.message_id, None)
+
+    def _heartbeat(self) -> None:
+        """Keep long copies hidden from other workers while they run."""
+        now = time.monotonic()
+        with self._lock:
+            due = [
+                (message_id, message)
+                for message_id, (message, since) in self._in_flight.items()
+                if now - since > self.visibility_timeout / 3
+            ]
+            for message_id, message in due:
+                self._in_flight[message_id] = (message, now)
+        for _, message in due:
+            self.queue.change_visibility(message, self.visibility_timeout)
+
+    def run(self, done: Callable[[], bool], stop: threading.Event | None = None) -> None:
+        """Work until `done()` says no more work will come and nothing is left, or until `stop` is set
+        (then in-flight objects are finished, and the rest is left on the queue)."""
+        stop = stop or threading.Event()
+        last_heartbeat = time.monotonic()
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="worker") as pool:
+            while not stop.is_set():
+                if time.monotonic() - last_heartbeat > self.visibility_timeout / 6:
+                    self._heartbeat()
+                    last_heartbeat = time.monotonic()
+                with self._lock:
+                    free = self.workers * 2 - len(self._in_flight)
+                messages = self.queue.receive(min(10, free), self.visibility_timeout, wait_seconds=0.2) if free else []
+                if not messages:
+                    with self._lock:
+                        busy = bool(self._in_flight)
+                    if not busy and done() and self.queue.depth().pending == 0:
+                        return
+                    if not free:
+                        time.sleep(0.01)
+                    continue
+                for message in messages:
+                    with self._lock:
+                        self._in_flight[message.message_id] = (message, time.monotonic())
+                    pool.submit(self._tracked, message)

@@ -1,0 +1,1 @@
+"""The TransferTask spec model and everything derived from it."""

@@ -1,0 +1,75 @@
+"""Reading manifests and specs, with errors that name the field and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dth.errors import SpecError
+from dth.spec.model import TASK_TYPES, TaskSpec, TransferTask
+
+
+def _field_path(loc: tuple[int | str, ...], root: str) -> str:
+    path = root
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        # pydantic adds the tag of a tagged union or a function name to the location: not a field.
+        elif part.startswith("function-") or (part in TASK_TYPES and path.endswith(".spec")):
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path or "(top level)"
+
+
+def describe_validation_error(error: ValidationError, root: str = "") -> str:
+    """One line per problem: `spec.source.bucket: String should match pattern ...`."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"{_field_path(problem['loc'], root)}: {message}")
+    return "; ".join(lines)
+
+
+def parse_task_spec(raw: Any, root: str = "spec") -> TaskSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{root}: expected a mapping, got {type(raw).__name__}")
+    task_type = raw.get("type")
+    if task_type not in TASK_TYPES:
+        raise SpecError(f"{root}.type: must be one of {', '.join(TASK_TYPES)} (got {task_type!r})")
+    try:
+        return TaskSpec.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(describe_validation_error(error, root)) from None
+
+
+def parse_manifest(raw: Any, origin: str = "manifest") -> TransferTask:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{origin}: expected a TransferTask mapping, got {type(raw).__name__}")
+    parse_task_spec(raw.get("spec"))  # the spec's own errors, named from `spec`
+    try:
+        return TransferTask.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(f"{origin}: {describe_validation_error(error)}") from None
+
+
+def load_manifest(path: Path) -> TransferTask:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read the manifest ({error.strerror})") from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise SpecError(f"{path}: not valid YAML{where}: {problem}") from None
+    if len(documents) != 1:
+        raise SpecError(f"{path}: expected exactly one TransferTask document, found {len(documents)}")
+    return parse_manifest(documents[0], str(path))

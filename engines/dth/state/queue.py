@@ -1,0 +1,203 @@
+"""The work queue between the finder and the workers.
+
+The interface follows SQS's semantics (visibility timeout, receive count, redrive to a dead-letter
+queue) so that the embedded SQLite queue and the SQS queue are interchangeable.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dth.state.sqlite import SqliteDatabase
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    receipt: str
+    body: str
+    receive_count: int
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    visible: int
+    in_flight: int
+    dead: int
+
+    @property
+    def pending(self) -> int:
+        """Messages that still have to be worked on, including those waiting out a retry delay."""
+        return self.visible + self.in_flight
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    body: str
+    reason: str
+    receive_count: int
+
+
+class WorkQueue(ABC):
+    """At-least-once delivery: a received message comes back after its visibility timeout unless deleted."""
+
+    @abstractmethod
+    def send(self, bodies: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def receive(self, max_messages: int, visibility_timeout: float, wait_seconds: float = 0) -> list[Message]:
+        """Messages received more than `max_receive_count` times go to the dead letters instead."""
+
+    @abstractmethod
+    def delete(self, messages: Iterable[Message]) -> None: ...
+
+    @abstractmethod
+    def change_visibility(self, message: Message, timeout: float) -> None:
+        """Hide the message for `timeout` seconds from now: a heartbeat, or a retry delay."""
+
+    @abstractmethod
+    def dead_letter(self, message: Message, reason: str) -> None:
+        """Move a message that must not be retried to the dead letters at once."""
+
+    @abstractmethod
+    def depth(self) -> QueueDepth: ...
+
+    @abstractmethod
+    def dead_letters(self, limit: int = 1000) -> list[DeadLetter]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional for implementations without resources
+        """Release connections."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    body TEXT NOT NULL,
+    visible_at REAL NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT
+);
+CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (queue, visible_at);
+CREATE TABLE IF NOT EXISTS queue_dead_letters (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    body TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    receive_count INTEGER NOT NULL,
+    dead_at REAL NOT NULL
+);
+"""
+
+
+class SqliteQueue(WorkQueue):
+    """The embedded default: one table in a local SQLite file, several named queues in one file."""
+
+    def __init__(self, path: Path | str, name: str = "work", max_receive_count: int = 6) -> None:
+        self._db = SqliteDatabase(path)
+        self._name = name
+        self._max_receive_count = max_receive_count
+        self._db.executescript(_SCHEMA)
+
+    def send(self, bodies: Sequence[str]) -> None:
+        if not bodies:
+            return
+        now = time.time()
+        with self._db.transaction() as db:
+            db.executemany(
+                "INSERT INTO queue_messages (queue, body, visible_at) VALUES (?, ?, ?)",
+                [(self._name, body, now) for body in bodies],
+            )
+
+    def receive(self, max_messages: int, visibility_timeout: float, wait_seconds: float = 0) -> list[Message]:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            messages = self._receive_now(max_messages, visibility_timeout)
+            if messages or time.monotonic() >= deadline:
+                return messages
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _receive_now(self, max_messages: int, visibility_timeout: float) -> list[Message]:
+        now = time.time()
+        receipt = uuid.uuid4().hex
+        with self._db.transaction() as db:
+            rows = db.execute(
+                "SELECT seq, body, receive_count FROM queue_messages WHERE queue = ? AND visible_at <= ? "
+                "ORDER BY visible_at, seq LIMIT ?",
+                (self._name, now, max_messages),
+            ).fetchall()
+            delivered: list[Message] = []
+            for seq, body, count in rows:
+                if count >= self._max_receive_count:
+                    self._move_to_dead(db, seq, body, count, "received too many times without success", now)
+                    continue
+                db.execute(
+                    "UPDATE queue_messages SET visible_at = ?, receive_count = ?, receipt = ? WHERE seq = ?",
+                    (now + visibility_timeout, count + 1, receipt, seq),
+                )
+                delivered.append(Message(str(seq), receipt, body, count + 1))
+            return delivered
+
+    def _move_to_dead(self, db: sqlite3.Connection, seq: int, body: str, count: int, reason: str, now: float) -> None:
+        db.execute(
+            "INSERT INTO queue_dead_letters (queue, body, reason, receive_count, dead_at) VALUES (?, ?, ?, ?, ?)",
+            (self._name, body, reason, count, now),
+        )
+        db.execute("DELETE FROM queue_messages WHERE seq = ?", (seq,))
+
+    def delete(self, messages: Iterable[Message]) -> None:
+        # Only the latest receipt may delete: a message redelivered to someone else stays theirs.
+        pairs = [(int(m.message_id), m.receipt) for m in messages]
+        if not pairs:
+            return
+        with self._db.transaction() as db:
+            db.executemany("DELETE FROM queue_messages WHERE seq = ? AND receipt = ?", pairs)
+
+    def change_visibility(self, message: Message, timeout: float) -> None:
+        with self._db.transaction() as db:
+            db.execute(
+                "UPDATE queue_messages SET visible_at = ? WHERE seq = ? AND receipt = ?",
+                (time.time() + timeout, int(message.message_id), message.receipt),
+            )
+
+    def dead_letter(self, message: Message, reason: str) -> None:
+        with self._db.transaction() as db:
+            row = db.execute(
+                "SELECT seq, body, receive_count FROM queue_messages WHERE seq = ? AND receipt = ?",
+                (int(message.message_id), message.receipt),
+            ).fetchone()
+            if row:
+                self._move_to_dead(db, row[0], row[1], row[2], reason, time.time())
+
+    def depth(self) -> QueueDepth:
+        now = time.time()
+        with self._db.reading() as db:
+            visible, in_flight = db.execute(
+                "SELECT COALESCE(SUM(visible_at <= ?), 0), COALESCE(SUM(visible_at > ?), 0) "
+                "FROM queue_messages WHERE queue = ?",
+                (now, now, self._name),
+            ).fetchone()
+            (dead,) = db.execute("SELECT COUNT(*) FROM queue_dead_letters WHERE queue = ?", (self._name,)).fetchone()
+        return QueueDepth(int(visible), int(in_flight), int(dead))
+
+    def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
+        with self._db.reading() as db:
+            rows = db.execute(
+                "SELECT body, reason, receive_count FROM queue_dead_letters WHERE queue = ? ORDER BY seq LIMIT ?",
+                (self._name, limit),
+            ).fetchall()
+        return [DeadLetter(body, reason, count) for body, reason, count in rows]
+
+    def purge(self) -> None:
+        with self._db.transaction() as db:
+            db.execute("DELETE FROM queue_messages WHERE queue = ?", (self._name,))
+            db.execute("DELETE FROM queue_dead_letters WHERE queue = ?", (self._name,))
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,285 @@
+"""The status store: a record per object of work, and exact counters per run.
+
+Counters move only when a record changes state for the first time, so a message that is
+delivered twice (a worker died, a visibility timeout ran out) is never counted twice.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from dth.spec.model import TransferCounters
+from dth.state.sqlite import SqliteDatabase
+
+
+class Operation(StrEnum):
+    COPY = "copy"
+    DELETE = "delete"
+
+
+class ObjectState(StrEnum):
+    QUEUED = "queued"
+    COPIED = "copied"
+    DELETED = "deleted"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+FINAL_STATES = frozenset({ObjectState.COPIED, ObjectState.DELETED, ObjectState.SKIPPED, ObjectState.FAILED})
+
+
+@dataclass(frozen=True)
+class PlannedObject:
+    key: str
+    operation: Operation
+    size: int
+    etag: str
+    # Objects that cannot be copied (archived in Glacier) are planned as skipped, with the reason.
+    skip_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    key: str
+    operation: Operation
+    state: ObjectState
+    size: int = 0
+    dest_etag: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    key: str
+    operation: Operation
+    state: ObjectState
+    size: int
+    etag: str
+    attempts: int
+    reason: str
+    last_error: str
+    updated: float
+
+
+class StatusStore(ABC):
+    @abstractmethod
+    def start_run(self, task: str) -> str:
+        """A new run of the task; returns its id."""
+
+    @abstractmethod
+    def plan(self, run_id: str, objects: Sequence[PlannedObject]) -> None:
+        """Record work the finder queued; planning the same key twice counts it once."""
+
+    @abstractmethod
+    def count_unchanged(self, run_id: str, objects: int, size: int) -> None:
+        """Source objects already at the destination: found and skipped, without a record each."""
+
+    @abstractmethod
+    def record_attempt(self, run_id: str, key: str, operation: Operation, error: str) -> None:
+        """A failed attempt that will be retried."""
+
+    @abstractmethod
+    def complete(self, run_id: str, results: Sequence[ObjectResult]) -> None:
+        """Final outcomes; only the first final outcome of a record counts."""
+
+    @abstractmethod
+    def finish_scan(self, run_id: str) -> None: ...
+
+    @abstractmethod
+    def scan_finished(self, run_id: str) -> bool: ...
+
+    @abstractmethod
+    def counters(self, run_id: str) -> TransferCounters: ...
+
+    @abstractmethod
+    def records(self, run_id: str, states: Sequence[ObjectState], limit: int = 1000) -> list[ObjectRecord]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional for implementations without resources
+        """Release connections."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    started REAL NOT NULL,
+    scan_finished REAL,
+    found INTEGER NOT NULL DEFAULT 0,
+    copied INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    bytes_found INTEGER NOT NULL DEFAULT 0,
+    bytes_copied INTEGER NOT NULL DEFAULT 0,
+    bytes_skipped INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS objects (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    state TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    dest_etag TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',
+    last_error TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL,
+    PRIMARY KEY (run_id, key, operation)
+);
+CREATE INDEX IF NOT EXISTS objects_by_state ON objects (run_id, state);
+"""
+
+# Which counter, and which byte counter, a final state moves.
+_STATE_COUNTERS: dict[ObjectState, tuple[str, str | None]] = {
+    ObjectState.COPIED: ("copied", "bytes_copied"),
+    ObjectState.SKIPPED: ("skipped", "bytes_skipped"),
+    ObjectState.DELETED: ("deleted", None),
+    ObjectState.FAILED: ("failed", None),
+}
+
+
+class SqliteStatusStore(StatusStore):
+    """The embedded default, in a local SQLite file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._db = SqliteDatabase(path)
+        self._db.executescript(_SCHEMA)
+
+    def start_run(self, task: str) -> str:
+        run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        with self._db.transaction() as db:
+            db.execute("INSERT INTO runs (run_id, task, started) VALUES (?, ?, ?)", (run_id, task, time.time()))
+        return run_id
+
+    def plan(self, run_id: str, objects: Sequence[PlannedObject]) -> None:
+        now = time.time()
+        with self._db.transaction() as db:
+            for item in objects:
+                state = ObjectState.SKIPPED if item.skip_reason else ObjectState.QUEUED
+                inserted = db.execute(
+                    "INSERT OR IGNORE INTO objects (run_id, key, operation, state, size, etag, reason, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        item.key,
+                        item.operation,
+                        state,
+                        item.size,
+                        item.etag,
+                        item.skip_reason or "",
+                        now,
+                    ),
+                ).rowcount
+                if not inserted or item.operation is not Operation.COPY:
+                    continue
+                db.execute(
+                    "UPDATE runs SET found = found + 1, bytes_found = bytes_found + ? WHERE run_id = ?",
+                    (item.size, run_id),
+                )
+                if item.skip_reason:
+                    db.execute(
+                        "UPDATE runs SET skipped = skipped + 1, bytes_skipped = bytes_skipped + ? WHERE run_id = ?",
+                        (item.size, run_id),
+                    )
+
+    def count_unchanged(self, run_id: str, objects: int, size: int) -> None:
+        with self._db.transaction() as db:
+            db.execute(
+                "UPDATE runs SET found = found + ?, bytes_found = bytes_found + ?, skipped = skipped + ?, "
+                "bytes_skipped = bytes_skipped + ? WHERE run_id = ?",
+                (objects, size, objects, size, run_id),
+            )
+
+    def record_attempt(self, run_id: str, key: str, operation: Operation, error: str) -> None:
+        with self._db.transaction() as db:
+            db.execute(
+                "UPDATE objects SET attempts = attempts + 1, last_error = ?, updated = ? "
+                "WHERE run_id = ? AND key = ? AND operation = ?",
+                (error, time.time(), run_id, key, operation),
+            )
+
+    def complete(self, run_id: str, results: Sequence[ObjectResult]) -> None:
+        now = time.time()
+        with self._db.transaction() as db:
+            for result in results:
+                changed = db.execute(
+                    "UPDATE objects SET state = ?, dest_etag = ?, reason = ?, attempts = attempts + 1, "
+                    "last_error = CASE WHEN ? = 'failed' THEN ? ELSE last_error END, updated = ? "
+                    "WHERE run_id = ? AND key = ? AND operation = ? AND state = 'queued'",
+                    (
+                        result.state,
+                        result.dest_etag,
+                        result.reason,
+                        result.state,
+                        result.reason,
+                        now,
+                        run_id,
+                        result.key,
+                        result.operation,
+                    ),
+                ).rowcount
+                if not changed:
+                    continue
+                counter, byte_counter = _STATE_COUNTERS[result.state]
+                size = result.size if result.operation is Operation.COPY else 0
+                if byte_counter:
+                    db.execute(
+                        f"UPDATE runs SET {counter} = {counter} + 1, {byte_counter} = {byte_counter} + ? "
+                        "WHERE run_id = ?",
+                        (size, run_id),
+                    )
+                else:
+                    db.execute(f"UPDATE runs SET {counter} = {counter} + 1 WHERE run_id = ?", (run_id,))
+
+    def finish_scan(self, run_id: str) -> None:
+        with self._db.transaction() as db:
+            db.execute("UPDATE runs SET scan_finished = ? WHERE run_id = ?", (time.time(), run_id))
+
+    def scan_finished(self, run_id: str) -> bool:
+        with self._db.reading() as db:
+            row = db.execute("SELECT scan_finished FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return bool(row and row[0] is not None)
+
+    def counters(self, run_id: str) -> TransferCounters:
+        with self._db.reading() as db:
+            row = db.execute(
+                "SELECT found, copied, skipped, deleted, failed, bytes_found, bytes_copied, bytes_skipped "
+                "FROM runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+        if row is None:
+            raise KeyError(run_id)
+        names = (
+            "found",
+            "copied",
+            "skipped",
+            "deleted",
+            "failed",
+            "bytes_found",
+            "bytes_copied",
+            "bytes_skipped",
+        )
+        return TransferCounters(**dict(zip(names, row, strict=True)))
+
+    def records(self, run_id: str, states: Sequence[ObjectState], limit: int = 1000) -> list[ObjectRecord]:
+        marks = ",".join("?" * len(states))
+        with self._db.reading() as db:
+            rows = db.execute(
+                "SELECT key, operation, state, size, etag, attempts, reason, last_error, updated FROM objects "
+                f"WHERE run_id = ? AND state IN ({marks}) ORDER BY key LIMIT ?",
+                (run_id, *states, limit),
+            ).fetchall()
+        return [
+            ObjectRecord(key, Operation(op), ObjectState(state), size, etag, attempts, reason, error, updated)
+            for key, op, state, size, etag, attempts, reason, error, updated in rows
+        ]
+
+    def close(self) -> None:
+        self._db.close()
