@@ -125,7 +125,12 @@ def spec_from_arguments(args: argparse.Namespace) -> S3TaskSpec:
         source["requesterPays"] = True
     if args.prefix_list_file:
         source["prefixListFile"] = args.prefix_list_file
-    for flag, field in (("storage_class", "storageClass"), ("acl", "acl"), ("sse", "sse"), ("sse_kms_key_id", "kmsKeyId")):
+    for flag, field in (
+        ("storage_class", "storageClass"),
+        ("acl", "acl"),
+        ("sse", "sse"),
+        ("sse_kms_key_id", "kmsKeyId"),
+    ):
         if getattr(args, flag):
             destination[field] = getattr(args, flag)
     options: dict[str, Any] = {

@@ -23,7 +23,7 @@ import botocore.exceptions
 
 from dth.s3.compare import SOURCE_ETAG_METADATA, ObjectDetails
 from dth.s3.listing import normalize_etag
-from dth.s3.parts import PartRange, multipart_etag, parts_count, plan_parts, ranges_of
+from dth.s3.parts import PartRange, guess_part_size, multipart_etag, parts_count, plan_parts, ranges_of
 from dth.s3.sides import S3Side, error_code, shares_service
 from dth.spec.model import S3Destination, S3Options, SseMode
 
@@ -218,15 +218,17 @@ class ObjectCopier:
         return self._multipart(key, size, etag, layout, mark)
 
     def _layout(self, key: str, size: int, etag: str) -> tuple[list[PartRange] | None, bool]:
-        """The parts to copy in (None: one request) and whether the result's ETag will differ from
+        """The parts to copy in (None: one request) and whether the result's ETag may differ from
         the source's, so that the destination must record the source ETag."""
         source_parts = parts_count(etag)
         if source_parts is not None:
             part_size = self._source_part_size(key, etag)
-            if part_size:
-                ranges = ranges_of(size, part_size)
-                if len(ranges) == source_parts:
-                    return ranges, False
+            if part_size and len(ranges_of(size, part_size)) == source_parts:
+                return ranges_of(size, part_size), False
+            guess = guess_part_size(size, source_parts)
+            if guess:
+                # Most likely the uploader's layout (then the ETags match), but only a guess: mark it.
+                return ranges_of(size, guess), True
             if size <= self.options.multipart_threshold:
                 return None, True
             return plan_parts(size, self.options.chunk_size), True

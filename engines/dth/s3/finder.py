@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import TextIO
 
 from dth.errors import DthError
 from dth.s3.compare import strategy_for
@@ -206,7 +207,7 @@ class Finder:
         )
         return report
 
-    def _queue_deletes(self, run_id: str, spool: tempfile._TemporaryFileWrapper[str]) -> None:
+    def _queue_deletes(self, run_id: str, spool: TextIO) -> None:
         assert self.queue is not None and self.store is not None
         spool.seek(0)
         lines = (line.rstrip("\n") for line in spool)

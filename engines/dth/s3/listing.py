@@ -89,8 +89,12 @@ def _segments(side: S3Side, prefix: str, depth: int) -> Iterator[_Segment]:
         return
     root_length = len(side.prefix)
     for page in _pages(side, prefix, DELIMITER):
-        objects = ((entry["Key"], _object_from_listing(entry, root_length)) for entry in page.get("Contents", []))
-        prefixes = ((entry["Prefix"], _PrefixSegment(entry["Prefix"])) for entry in page.get("CommonPrefixes", []))
+        objects: Iterator[tuple[str, _Segment]] = (
+            (entry["Key"], _object_from_listing(entry, root_length)) for entry in page.get("Contents", [])
+        )
+        prefixes: Iterator[tuple[str, _Segment]] = (
+            (entry["Prefix"], _PrefixSegment(entry["Prefix"])) for entry in page.get("CommonPrefixes", [])
+        )
         for _, segment in heapq.merge(objects, prefixes, key=lambda pair: pair[0]):
             if isinstance(segment, _PrefixSegment):
                 yield from _segments(side, segment.prefix, depth - 1)

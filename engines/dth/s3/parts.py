@@ -45,6 +45,24 @@ def plan_parts(size: int, chunk_size: int) -> list[PartRange]:
     return ranges_of(size, part_size)
 
 
+# Part sizes that upload tools use by default (aws-cli and s3transfer 8 MiB, rclone 5 MiB, ...).
+COMMON_PART_SIZES = tuple(n * MiB for n in (8, 16, 5, 64, 15, 10, 32, 100, 128, 50, 25, 256, 512))
+
+
+def guess_part_size(size: int, parts: int) -> int | None:
+    """The part size a `parts`-part upload of `size` bytes most likely used, for servers that cannot
+    tell it (no HEAD by part number): a common tool default if one fits, else the smallest whole MiB."""
+    if parts < 1 or size < parts:
+        return None
+    smallest = -(-size // parts)
+    largest = size if parts == 1 else (size - 1) // (parts - 1)
+    for candidate in COMMON_PART_SIZES:
+        if smallest <= candidate <= largest:
+            return candidate
+    whole_mib = -(-smallest // MiB) * MiB
+    return whole_mib if whole_mib <= largest else smallest
+
+
 def parts_count(etag: str) -> int | None:
     """The number of parts a multipart ETag (`<hex>-N`) tells of; None for a plain ETag."""
     _, dash, count = etag.rpartition("-")

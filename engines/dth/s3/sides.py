@@ -79,7 +79,7 @@ def connect(
     *,
     namespace: str = "default",
     pool_size: int = 64,
-    max_attempts: int = 5,
+    max_attempts: int = 3,
     session: boto3.Session | None = None,
 ) -> S3Side:
     session = session or session_for(location.credentials, namespace)

@@ -34,6 +34,8 @@ PERMANENT_ERRORS = CREDENTIAL_ERRORS | {
     "NoSuchBucket",
     "InvalidObjectState",
     "InvalidRequest",
+    "InvalidObjectName",
+    "KeyTooLongError",
 }
 # How often a copy follows a source that keeps changing under it before giving up for this attempt.
 SOURCE_CHANGE_FOLLOWS = 3
