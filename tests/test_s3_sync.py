@@ -483,3 +483,24 @@ spec:
     broken = dth("run", str(manifest), site=rgw_site)
     assert broken.code == 2
     assert "not valid YAML at line" in broken.stderr
+
+
+def test_percent_keys_are_not_confused_by_ceph_part_copy(
+    rgw_site: S3Site, buckets: tuple[Any, str, str], tmp_path: Path
+) -> None:
+    """Ceph decodes UploadPartCopy's copy source twice: `a%41b` would be read as `aAb`."""
+    client, src, dst = buckets
+    client.put_object(Bucket=src, Key="a%41b", Body=os.urandom(6 * MiB))
+    client.put_object(Bucket=src, Key="aAb", Body=os.urandom(6 * MiB))
+    result = sync(
+        f"s3://{src}",
+        f"s3://{dst}",
+        "--multipart-threshold",
+        "5MiB",
+        "--chunk-size",
+        "5MiB",
+        site=rgw_site,
+        state=tmp_path / "s.db",
+    )
+    assert result.code == 0, result.stderr + result.stdout
+    assert contents(client, dst) == contents(client, src)

@@ -307,7 +307,10 @@ class ObjectCopier:
         )["UploadId"]
         futures: list[Future[str]] = []
         try:
-            copy_part = self._copy_part if self.server_side else self._stream_part
+            # Ceph decodes UploadPartCopy's copy source twice, so `a%41b` would silently copy `aAb`:
+            # keys with `%` are streamed, which is correct on every service.
+            part_copy = self.server_side and "%" not in self.source.key_for(key)
+            copy_part = self._copy_part if part_copy else self._stream_part
             futures = [self._parts.submit(copy_part, key, etag, upload_id, part) for part in layout]
             part_etags = [future.result() for future in futures]
             response = self.destination.client.complete_multipart_upload(
@@ -337,7 +340,7 @@ class ObjectCopier:
                 raise CopyError(f"destination ETag {dest_etag} differs from the parts' ETag {expected}")
             if not mark and expected != etag:
                 raise CopyError(f"copied object's ETag {expected} differs from the source's {etag}")
-        return CopyResult(dest_etag, size, "part-copy" if self.server_side else "multipart-put")
+        return CopyResult(dest_etag, size, "part-copy" if part_copy else "multipart-put")
 
     def _abort(self, dest_key: str, upload_id: str) -> None:
         # Where the abort fails too, the bucket's lifecycle rule for incomplete uploads is the backstop.
