@@ -156,7 +156,8 @@ class ObjectCopier:
     def _source_part_size(self, key: str, etag: str) -> int | None:
         """The part size the source was uploaded with, from a HEAD of its first part."""
         try:
-            head = self.head_source(key, etag, part_number=1)
+            # No If-Match here: some servers (moto) compare it with the part's ETag, not the object's.
+            head = self.head_source(key, part_number=1)
         except botocore.exceptions.ClientError:
             return None  # servers without part HEADs: fall back to our own layout
         return int(head["ContentLength"]) if head.get("ContentLength") else None
