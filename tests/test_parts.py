@@ -176,10 +176,5 @@ def test_parts_count_of_multipart_etag(digests: list[bytes]) -> None:
     assert len(etag.split("-")[0]) == 32
 
 
-@pytest.mark.xfail(
-    reason="BUG: parts_count tests the count with str.isdigit(), which accepts digits int() cannot parse "
-    "(superscripts such as '²'), so a malformed ETag raises ValueError instead of returning None",
-    strict=True,
-)
 def test_parts_count_of_malformed_etag_is_none() -> None:
     assert parts_count("d41d8cd98f00b204e9800998ecf8427e-²") is None

@@ -181,12 +181,6 @@ def test_messages_survive_reopening(tmp_path: Path) -> None:
         second.close()
 
 
-@pytest.mark.xfail(
-    reason="BUG: SqliteQueue.delete, change_visibility and dead_letter match on (seq, receipt) only, not on "
-    "the queue name, so one queue deletes, hides or dead-letters (into its own dead letters) a message "
-    "of another queue in the same file; SQS refuses a receipt handle from another queue",
-    strict=True,
-)
 def test_a_queue_cannot_act_on_another_queues_message(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     work = SqliteQueue(path, "run-1")

@@ -335,13 +335,6 @@ def test_overlap_is_refused_when_the_source_names_the_endpoint() -> None:
     assert spec_error(raw).startswith("spec: source and destination overlap")
 
 
-@pytest.mark.xfail(
-    reason="BUG: S3TaskSpec._source_and_destination_differ is not symmetric: it takes the service as the "
-    "same when the endpoint URLs match and the *source* has an explicit endpoint, but when only the "
-    "destination names the endpoint it also requires src.region == dst.region (None != 'cn-hangzhou'), "
-    "so swapping source and destination lets a self-overlapping task through",
-    strict=True,
-)
 def test_overlap_is_refused_when_the_destination_names_the_endpoint() -> None:
     raw = {"type": "S3", "source": OSS_BY_REGION, "destination": OSS_BY_ENDPOINT}
     assert spec_error(raw).startswith("spec: source and destination overlap")

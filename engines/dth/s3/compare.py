@@ -40,6 +40,13 @@ def _plain_md5(etag: str) -> bool:
 class CompareStrategy(ABC):
     mode: ClassVar[CompareMode]
 
+    def __init__(self, destination_etags_are_md5: bool = True) -> None:
+        # With SSE-KMS a destination's ETags look like MD5s but are not: unequal ones prove nothing.
+        self.destination_etags_are_md5 = destination_etags_are_md5
+
+    def _etags_prove_different(self, source_etag: str, destination_etag: str) -> bool:
+        return self.destination_etags_are_md5 and _plain_md5(source_etag) and _plain_md5(destination_etag)
+
     @abstractmethod
     def compare(self, source: ObjectInfo, destination: ObjectInfo) -> Verdict:
         """Decide from the two listings alone where possible."""
@@ -67,7 +74,7 @@ class SizeAndEtag(CompareStrategy):
             return Verdict.DIFFERENT
         if source.etag == destination.etag:
             return Verdict.SAME
-        if _plain_md5(source.etag) and _plain_md5(destination.etag):
+        if self._etags_prove_different(source.etag, destination.etag):
             return Verdict.DIFFERENT
         return Verdict.INSPECT
 
@@ -94,7 +101,7 @@ class Checksum(SizeAndEtag):
             return all(source.checksums[name] == destination.checksums[name] for name in shared)
         if source.etag == destination.etag:
             return True
-        if _plain_md5(source.etag) and _plain_md5(destination.etag):
+        if self._etags_prove_different(source.etag, destination.etag):
             return False
         return super().inspect(source, destination)
 
@@ -111,5 +118,5 @@ STRATEGIES: dict[CompareMode, type[CompareStrategy]] = {
 }
 
 
-def strategy_for(mode: CompareMode) -> CompareStrategy:
-    return STRATEGIES[mode]()
+def strategy_for(mode: CompareMode, *, destination_etags_are_md5: bool = True) -> CompareStrategy:
+    return STRATEGIES[mode](destination_etags_are_md5)

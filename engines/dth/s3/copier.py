@@ -257,8 +257,13 @@ class ObjectCopier:
         response = self._guard(key, etag, lambda: self.destination.client.copy_object(**arguments))
         dest_etag = normalize_etag(response.get("CopyObjectResult", {}).get("ETag"))
         if self._etags_are_md5 and _is_md5(etag) and dest_etag and dest_etag != etag:
-            raise CopyError(f"copied object's ETag {dest_etag} differs from the source's {etag}")
+            self._source_etag_must_be_md5(key, f"copied object's ETag {dest_etag} differs from the source's {etag}")
         return CopyResult(dest_etag or etag, size, "copy-object")
+
+    def _source_etag_must_be_md5(self, key: str, mismatch: str) -> None:
+        """Raise `mismatch` unless the source's ETag is no MD5 to begin with (SSE-KMS objects)."""
+        if self.head_source(key).get("ServerSideEncryption") != "aws:kms":
+            raise CopyError(mismatch)
 
     def _read_source(self, key: str, etag: str, part: PartRange | None = None) -> tuple[bytes, dict[str, Any]]:
         arguments: dict[str, Any] = {
@@ -283,7 +288,8 @@ class ObjectCopier:
         try:
             data, response = self._read_source(key, etag)
             digest = _md5(data)
-            if _is_md5(etag) and digest.hexdigest() != etag:
+            source_kms = response.get("ServerSideEncryption") == "aws:kms"
+            if _is_md5(etag) and not source_kms and digest.hexdigest() != etag:
                 raise CopyError(f"content read from the source has MD5 {digest.hexdigest()}, its ETag is {etag}")
             arguments = self._new_object_arguments(key, response, etag, mark)
             result = self.destination.client.put_object(
@@ -340,7 +346,7 @@ class ObjectCopier:
             if dest_etag != expected:
                 raise CopyError(f"destination ETag {dest_etag} differs from the parts' ETag {expected}")
             if not mark and expected != etag:
-                raise CopyError(f"copied object's ETag {expected} differs from the source's {etag}")
+                self._source_etag_must_be_md5(key, f"copied object's ETag {expected} differs from the source's {etag}")
         return CopyResult(dest_etag, size, "part-copy" if part_copy else "multipart-put")
 
     def _abort(self, dest_key: str, upload_id: str) -> None:

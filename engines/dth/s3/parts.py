@@ -66,7 +66,7 @@ def guess_part_size(size: int, parts: int) -> int | None:
 def parts_count(etag: str) -> int | None:
     """The number of parts a multipart ETag (`<hex>-N`) tells of; None for a plain ETag."""
     _, dash, count = etag.rpartition("-")
-    return int(count) if dash and count.isdigit() else None
+    return int(count) if dash and count.isascii() and count.isdigit() else None
 
 
 def multipart_etag(part_md5_hex: Sequence[str]) -> str:

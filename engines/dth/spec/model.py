@@ -79,7 +79,7 @@ ByteSize = Annotated[
         {
             "anyOf": [
                 {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^\d+(\.\d+)?[a-zA-Z]*$"},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[a-zA-Z]*\s*$"},
             ],
             "x-kubernetes-int-or-string": True,
             "description": "a size in bytes, or a string such as 8MiB",
@@ -231,6 +231,15 @@ class S3Location(SpecModel):
             return None
         return pattern.format(region=self.region or "")
 
+    def partition(self) -> str:
+        """The AWS partition the region belongs to (bucket names are unique within one)."""
+        region = self.region or ""
+        if region.startswith("cn-"):
+            return "aws-cn"
+        if region.startswith("us-gov-"):
+            return "aws-us-gov"
+        return "aws"
+
     def addressing_style(self) -> Literal["path", "virtual"]:
         if self.endpoint is None and self.type in VIRTUAL_HOSTED_PROVIDERS:
             return "virtual"
@@ -305,9 +314,9 @@ class S3TaskSpec(SpecModel):
     @model_validator(mode="after")
     def _source_and_destination_differ(self) -> S3TaskSpec:
         src, dst = self.source, self.destination
-        same_service = src.endpoint_url() == dst.endpoint_url() and (
-            src.endpoint is not None or (src.type == dst.type and src.region == dst.region)
-        )
+        endpoint = src.endpoint_url()
+        # Without an endpoint both are AWS, where a bucket name is unique within a partition.
+        same_service = endpoint == dst.endpoint_url() and (endpoint is not None or src.partition() == dst.partition())
         overlapping = src.prefix.startswith(dst.prefix) or dst.prefix.startswith(src.prefix)
         if same_service and src.bucket == dst.bucket and overlapping:
             raise ValueError(

@@ -153,24 +153,24 @@ class SqliteQueue(WorkQueue):
 
     def delete(self, messages: Iterable[Message]) -> None:
         # Only the latest receipt may delete: a message redelivered to someone else stays theirs.
-        pairs = [(int(m.message_id), m.receipt) for m in messages]
+        pairs = [(int(m.message_id), m.receipt, self._name) for m in messages]
         if not pairs:
             return
         with self._db.transaction() as db:
-            db.executemany("DELETE FROM queue_messages WHERE seq = ? AND receipt = ?", pairs)
+            db.executemany("DELETE FROM queue_messages WHERE seq = ? AND receipt = ? AND queue = ?", pairs)
 
     def change_visibility(self, message: Message, timeout: float) -> None:
         with self._db.transaction() as db:
             db.execute(
-                "UPDATE queue_messages SET visible_at = ? WHERE seq = ? AND receipt = ?",
-                (time.time() + timeout, int(message.message_id), message.receipt),
+                "UPDATE queue_messages SET visible_at = ? WHERE seq = ? AND receipt = ? AND queue = ?",
+                (time.time() + timeout, int(message.message_id), message.receipt, self._name),
             )
 
     def dead_letter(self, message: Message, reason: str) -> None:
         with self._db.transaction() as db:
             row = db.execute(
-                "SELECT seq, body, receive_count FROM queue_messages WHERE seq = ? AND receipt = ?",
-                (int(message.message_id), message.receipt),
+                "SELECT seq, body, receive_count FROM queue_messages WHERE seq = ? AND receipt = ? AND queue = ?",
+                (int(message.message_id), message.receipt, self._name),
             ).fetchone()
             if row:
                 self._move_to_dead(db, row[0], row[1], row[2], reason, time.time())
