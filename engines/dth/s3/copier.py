@@ -29,6 +29,7 @@ from dth.spec.model import S3Destination, S3Options, SseMode
 
 # Headers that travel with an object's content, as GET/HEAD return them and PUT takes them.
 CONTENT_HEADERS = ("ContentType", "CacheControl", "ContentEncoding", "ContentDisposition", "ContentLanguage")
+MAX_KEY_BYTES = 1024
 CHECKSUM_FIELDS = {
     "ChecksumCRC32": "CRC32",
     "ChecksumCRC32C": "CRC32C",
@@ -210,6 +211,13 @@ class ObjectCopier:
     # --- the copy ---------------------------------------------------------------------------
 
     def copy(self, key: str, size: int, etag: str) -> CopyResult:
+        dest_key_bytes = len(self.destination.key_for(key).encode())
+        if dest_key_bytes > MAX_KEY_BYTES:
+            # Checked here, not left to the server: some S3 look-alikes hang on such a request.
+            raise CopyError(
+                f"destination key would be {dest_key_bytes} bytes; S3 keys are at most {MAX_KEY_BYTES}",
+                retryable=False,
+            )
         layout, mark = self._layout(key, size, etag)
         mark = mark or not self._etags_are_md5
         if layout is None:

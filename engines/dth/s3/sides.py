@@ -89,7 +89,7 @@ def connect(
         retries={"mode": "standard", "max_attempts": max_attempts},
         s3={"addressing_style": location.addressing_style()},
         connect_timeout=10,
-        read_timeout=120,
+        read_timeout=60,
         tcp_keepalive=True,
         # We send Content-MD5 ourselves; trailing checksums confuse S3 look-alikes (Ceph, OSS, COS).
         request_checksum_calculation="when_required",
