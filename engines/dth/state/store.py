@@ -100,8 +100,46 @@ class StatusStore(ABC):
     @abstractmethod
     def records(self, run_id: str, states: Sequence[ObjectState], limit: int = 1000) -> list[ObjectRecord]: ...
 
+    @abstractmethod
+    def latest_run(self, task: str) -> str | None:
+        """The id of the task's most recent run, for status reports."""
+
+    # --- one scan at a time per task ------------------------------------------------------
+
+    @abstractmethod
+    def acquire_scan_lock(self, task: str, owner: str, ttl_seconds: float) -> bool:
+        """Take (or renew, for the same owner) the task's scan lock; False while another owner holds
+        it. A lock whose owner stopped renewing it expires after `ttl_seconds`."""
+
+    @abstractmethod
+    def release_scan_lock(self, task: str, owner: str) -> None: ...
+
+    # --- giant objects, copied part by part by many workers ----------------------------------
+
+    @abstractmethod
+    def start_parts(self, run_id: str, key: str, upload_id: str, total_parts: int) -> str:
+        """Register a multipart upload for the key; returns the upload id that is registered (an
+        earlier registration wins, so a repeated call reuses the first upload)."""
+
+    @abstractmethod
+    def finish_part(self, run_id: str, key: str, part_number: int, etag: str) -> list[tuple[int, str]] | None:
+        """Record a copied part. Returns every part (number, ETag) to the one call that records the
+        last missing part, and None to all others: exactly one worker completes the upload."""
+
+    # --- S3 event notifications ---------------------------------------------------------------
+
+    @abstractmethod
+    def newer_event(self, task: str, key: str, sequencer: str) -> bool:
+        """Whether an event with this sequencer is newer than any seen for the key (and remember it)."""
+
     def close(self) -> None:  # noqa: B027 - optional for implementations without resources
         """Release connections."""
+
+
+def sequencer_order(sequencer: str) -> tuple[int, str]:
+    """S3 sequencers are hex strings of varying length; compare them as numbers would compare."""
+    digits = sequencer.lstrip("0").lower()
+    return len(digits), digits
 
 
 _SCHEMA = """
@@ -134,6 +172,18 @@ CREATE TABLE IF NOT EXISTS objects (
     PRIMARY KEY (run_id, key, operation)
 );
 CREATE INDEX IF NOT EXISTS objects_by_state ON objects (run_id, state);
+CREATE TABLE IF NOT EXISTS scan_locks (task TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, upload_id TEXT NOT NULL, total_parts INTEGER NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS upload_parts (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, part_number INTEGER NOT NULL, etag TEXT NOT NULL,
+    PRIMARY KEY (run_id, key, part_number)
+);
+CREATE TABLE IF NOT EXISTS event_sequencers (
+    task TEXT NOT NULL, key TEXT NOT NULL, sequencer TEXT NOT NULL, PRIMARY KEY (task, key)
+);
 """
 
 # Which counter, and which byte counter, a final state moves.
@@ -283,3 +333,73 @@ class SqliteStatusStore(StatusStore):
 
     def close(self) -> None:
         self._db.close()
+
+    def latest_run(self, task: str) -> str | None:
+        with self._db.reading() as db:
+            row = db.execute(
+                "SELECT run_id FROM runs WHERE task = ? ORDER BY started DESC, run_id DESC LIMIT 1", (task,)
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def acquire_scan_lock(self, task: str, owner: str, ttl_seconds: float) -> bool:
+        now = time.time()
+        with self._db.transaction() as db:
+            row = db.execute("SELECT owner, expires FROM scan_locks WHERE task = ?", (task,)).fetchone()
+            if row and row[0] != owner and row[1] > now:
+                return False
+            db.execute(
+                "INSERT INTO scan_locks (task, owner, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (task) DO UPDATE SET owner = excluded.owner, expires = excluded.expires",
+                (task, owner, now + ttl_seconds),
+            )
+            return True
+
+    def release_scan_lock(self, task: str, owner: str) -> None:
+        with self._db.transaction() as db:
+            db.execute("DELETE FROM scan_locks WHERE task = ? AND owner = ?", (task, owner))
+
+    def start_parts(self, run_id: str, key: str, upload_id: str, total_parts: int) -> str:
+        with self._db.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO uploads (run_id, key, upload_id, total_parts) VALUES (?, ?, ?, ?)",
+                (run_id, key, upload_id, total_parts),
+            )
+            (registered,) = db.execute(
+                "SELECT upload_id FROM uploads WHERE run_id = ? AND key = ?", (run_id, key)
+            ).fetchone()
+        return str(registered)
+
+    def finish_part(self, run_id: str, key: str, part_number: int, etag: str) -> list[tuple[int, str]] | None:
+        with self._db.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO upload_parts (run_id, key, part_number, etag) VALUES (?, ?, ?, ?)",
+                (run_id, key, part_number, etag),
+            )
+            row = db.execute(
+                "SELECT total_parts, completed FROM uploads WHERE run_id = ? AND key = ?", (run_id, key)
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"no multipart upload registered for {key!r} in run {run_id}")
+            total, completed = row
+            parts = db.execute(
+                "SELECT part_number, etag FROM upload_parts WHERE run_id = ? AND key = ? ORDER BY part_number",
+                (run_id, key),
+            ).fetchall()
+            if completed or len(parts) < total:
+                return None
+            db.execute("UPDATE uploads SET completed = 1 WHERE run_id = ? AND key = ?", (run_id, key))
+        return [(int(number), str(part_etag)) for number, part_etag in parts]
+
+    def newer_event(self, task: str, key: str, sequencer: str) -> bool:
+        with self._db.transaction() as db:
+            row = db.execute(
+                "SELECT sequencer FROM event_sequencers WHERE task = ? AND key = ?", (task, key)
+            ).fetchone()
+            if row and sequencer_order(row[0]) >= sequencer_order(sequencer):
+                return False
+            db.execute(
+                "INSERT INTO event_sequencers (task, key, sequencer) VALUES (?, ?, ?) "
+                "ON CONFLICT (task, key) DO UPDATE SET sequencer = excluded.sequencer",
+                (task, key, sequencer),
+            )
+            return True
