@@ -71,6 +71,7 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     tuning = parser.add_argument_group("tuning")
     tuning.add_argument("--multipart-threshold", help="e.g. 32MiB")
     tuning.add_argument("--chunk-size", help="e.g. 8MiB")
+    tuning.add_argument("--giant-file-threshold", help="objects above this are copied part by part by all workers")
     tuning.add_argument("--max-retries", type=int)
     tuning.add_argument("--workers", type=int, help="objects in flight")
     tuning.add_argument("--concurrency", type=int, help="multipart parts in flight")
@@ -145,6 +146,7 @@ def spec_from_arguments(args: argparse.Namespace) -> S3TaskSpec:
         ("compare", "compare"),
         ("multipart_threshold", "multipartThreshold"),
         ("chunk_size", "chunkSize"),
+        ("giant_file_threshold", "giantFileThreshold"),
         ("max_retries", "maxRetries"),
         ("workers", "workers"),
         ("concurrency", "concurrency"),

@@ -315,38 +315,66 @@ class ObjectCopier:
         return CopyResult(dest_etag, size, "put")
 
     def _multipart(self, key: str, size: int, etag: str, layout: list[PartRange], mark: bool) -> CopyResult:
-        head = self.head_source(key, etag)
-        dest_key = self.destination.key_for(key)
-        upload_id = self.destination.client.create_multipart_upload(
-            Bucket=self.destination.bucket, Key=dest_key, **self._new_object_arguments(key, head, etag, mark)
-        )["UploadId"]
+        upload_id = self.start_upload(key, etag, mark)
         futures: list[Future[str]] = []
         try:
-            # Ceph decodes UploadPartCopy's copy source twice, so `a%41b` would silently copy `aAb`:
-            # keys with `%` are streamed, which is correct on every service.
-            part_copy = self.server_side and "%" not in self.source.key_for(key)
-            copy_part = self._copy_part if part_copy else self._stream_part
-            futures = [self._parts.submit(copy_part, key, etag, upload_id, part) for part in layout]
-            part_etags = [future.result() for future in futures]
+            futures = [self._parts.submit(self.copy_part, key, etag, upload_id, part) for part in layout]
+            part_etags = [(part.number, future.result()) for part, future in zip(layout, futures, strict=True)]
+            return self.finish_upload(key, size, etag, upload_id, part_etags, mark)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            self.abort_upload(key, upload_id)
+            raise
+
+    # --- multipart steps, also used one message per part for giant objects -----------------
+
+    def plan_upload(self, key: str, size: int, etag: str) -> tuple[list[PartRange], bool]:
+        """The part layout for a multipart copy, and whether the source ETag must be recorded."""
+        layout, mark = self._layout(key, size, etag)
+        if layout is None:
+            layout = plan_parts(size, self.options.chunk_size)
+            mark = mark or parts_count(etag) != len(layout)
+        return layout, mark or not self._etags_are_md5
+
+    def start_upload(self, key: str, etag: str, mark: bool) -> str:
+        head = self.head_source(key, etag)
+        response = self.destination.client.create_multipart_upload(
+            Bucket=self.destination.bucket,
+            Key=self.destination.key_for(key),
+            **self._new_object_arguments(key, head, etag, mark),
+        )
+        return str(response["UploadId"])
+
+    def copy_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
+        """Copy one part; returns its ETag. Server side where possible, streamed otherwise."""
+        # Ceph decodes UploadPartCopy's copy source twice, so `a%41b` would silently copy `aAb`:
+        # keys with `%` are streamed, which is correct on every service.
+        if self.server_side and "%" not in self.source.key_for(key):
+            return self._copy_part(key, etag, upload_id, part)
+        return self._stream_part(key, etag, upload_id, part)
+
+    def finish_upload(
+        self, key: str, size: int, etag: str, upload_id: str, part_etags: list[tuple[int, str]], mark: bool
+    ) -> CopyResult:
+        """Complete the upload and verify the result; an upload completed before (by a worker that
+        died before recording it) is verified the same way."""
+        dest_key = self.destination.key_for(key)
+        ordered = sorted(part_etags)
+        expected = multipart_etag([part_etag for _, part_etag in ordered])
+        try:
             response = self.destination.client.complete_multipart_upload(
                 Bucket=self.destination.bucket,
                 Key=dest_key,
                 UploadId=upload_id,
-                MultipartUpload={
-                    "Parts": [
-                        {"ETag": f'"{part_etag}"', "PartNumber": part.number}
-                        for part, part_etag in zip(layout, part_etags, strict=True)
-                    ]
-                },
+                MultipartUpload={"Parts": [{"ETag": f'"{e}"', "PartNumber": n} for n, e in ordered]},
             )
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            self._abort(dest_key, upload_id)
-            raise
-        expected = multipart_etag(part_etags)
-        dest_etag = normalize_etag(response.get("ETag"))
-        if not dest_etag:  # Ceph answers CompleteMultipartUpload without an ETag
+            dest_etag = normalize_etag(response.get("ETag"))
+        except botocore.exceptions.ClientError as error:
+            if error_code(error) != "NoSuchUpload":
+                raise
+            dest_etag = ""
+        if not dest_etag:  # Ceph answers CompleteMultipartUpload without an ETag; or it was completed before
             dest_etag = normalize_etag(
                 self.destination.client.head_object(Bucket=self.destination.bucket, Key=dest_key).get("ETag")
             )
@@ -355,13 +383,13 @@ class ObjectCopier:
                 raise CopyError(f"destination ETag {dest_etag} differs from the parts' ETag {expected}")
             if not mark and expected != etag:
                 self._source_etag_must_be_md5(key, f"copied object's ETag {expected} differs from the source's {etag}")
-        return CopyResult(dest_etag, size, "part-copy" if part_copy else "multipart-put")
+        return CopyResult(dest_etag, size, "part-copy" if self.server_side else "multipart-put")
 
-    def _abort(self, dest_key: str, upload_id: str) -> None:
+    def abort_upload(self, key: str, upload_id: str) -> None:
         # Where the abort fails too, the bucket's lifecycle rule for incomplete uploads is the backstop.
         with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
             self.destination.client.abort_multipart_upload(
-                Bucket=self.destination.bucket, Key=dest_key, UploadId=upload_id
+                Bucket=self.destination.bucket, Key=self.destination.key_for(key), UploadId=upload_id
             )
 
     def _copy_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:

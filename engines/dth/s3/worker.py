@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from dth.s3.copier import CopyError, ObjectCopier, SourceChangedError, SourceVanishedError
 from dth.s3.listing import normalize_etag
 from dth.s3.sides import CREDENTIAL_ERRORS, error_code
-from dth.s3.work import WorkItem
+from dth.s3.work import UploadPart, WorkItem
 from dth.state.queue import Message, WorkQueue
 from dth.state.store import ObjectResult, ObjectState, Operation, StatusStore
 
@@ -99,12 +99,17 @@ class Worker:
         except Exception as error:
             self._failed(message, item, error)
             return
-        self.store.complete(item.run, [result])
+        if result is not None:  # None: the work went on in other messages (parts of a giant object)
+            self.store.complete(item.run, [result])
         self.queue.delete([message])
 
-    def _perform(self, item: WorkItem) -> ObjectResult:
+    def _perform(self, item: WorkItem) -> ObjectResult | None:
         if item.op is Operation.DELETE:
             return self._delete(item)
+        if item.part is not None:
+            return self._copy_giant_part(item, item.part)
+        if item.size > self.copier.options.giant_file_threshold:
+            return self._split_giant(item)
         etag, size = item.etag, item.size
         for _ in range(SOURCE_CHANGE_FOLLOWS):
             try:
@@ -120,6 +125,49 @@ class Worker:
                     return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
                 etag, size = normalize_etag(head.get("ETag")), int(head.get("ContentLength", 0))
         raise CopyError("the source object kept changing during the copy")
+
+    def _split_giant(self, item: WorkItem) -> ObjectResult | None:
+        """Start the multipart upload of a giant object and queue one message per part, so that every
+        worker can take a share; the worker that records the last part completes the upload."""
+        try:
+            layout, mark = self.copier.plan_upload(item.key, item.size, item.etag)
+            upload_id = self.copier.start_upload(item.key, item.etag, mark)
+        except SourceVanishedError as gone:
+            return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
+        registered = self.store.start_parts(item.run, item.key, upload_id, len(layout))
+        if registered != upload_id:  # a previous delivery of this message got here first
+            self.copier.abort_upload(item.key, upload_id)
+        self.queue.send(
+            [
+                WorkItem(
+                    run=item.run,
+                    op=Operation.COPY,
+                    key=item.key,
+                    size=item.size,
+                    etag=item.etag,
+                    part=UploadPart(upload_id=registered, number=p.number, start=p.start, end=p.end, mark=mark),
+                ).to_body()
+                for p in layout
+            ]
+        )
+        log.info("giant object split", extra={"key": item.key, "parts": len(layout), "upload": registered})
+        return None
+
+    def _copy_giant_part(self, item: WorkItem, part: UploadPart) -> ObjectResult | None:
+        try:
+            part_etag = self.copier.copy_part(item.key, item.etag, part.upload_id, part.range)
+        except SourceVanishedError as gone:
+            self.copier.abort_upload(item.key, part.upload_id)
+            return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
+        except SourceChangedError:
+            # Parts of two versions must never be mixed: give this copy up; the next scan copies the new one.
+            self.copier.abort_upload(item.key, part.upload_id)
+            raise CopyError("the source object changed while its parts were being copied", retryable=False) from None
+        parts = self.store.finish_part(item.run, item.key, part.number, part_etag)
+        if parts is None:
+            return None
+        copied = self.copier.finish_upload(item.key, item.size, item.etag, part.upload_id, parts, part.mark)
+        return ObjectResult(item.key, Operation.COPY, ObjectState.COPIED, copied.size, copied.dest_etag)
 
     def _delete(self, item: WorkItem) -> ObjectResult:
         # An object that appeared in the source since the scan must not be deleted from the copy.
@@ -140,6 +188,9 @@ class Worker:
             self.store.record_attempt(item.run, item.key, item.op, reason)
             self.queue.change_visibility(message, self.retry.delay(message.receive_count))
             return
+        if item.part is not None:
+            reason = f"part {item.part.number}: {reason}"
+            self.copier.abort_upload(item.key, item.part.upload_id)
         log.error("object failed", extra={"key": item.key, "attempts": message.receive_count, "error": reason})
         self.store.complete(item.run, [ObjectResult(item.key, item.op, ObjectState.FAILED, item.size, reason=reason)])
         self.queue.dead_letter(message, reason)

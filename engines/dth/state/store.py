@@ -124,7 +124,8 @@ class StatusStore(ABC):
     @abstractmethod
     def finish_part(self, run_id: str, key: str, part_number: int, etag: str) -> list[tuple[int, str]] | None:
         """Record a copied part. Returns every part (number, ETag) to the one call that records the
-        last missing part, and None to all others: exactly one worker completes the upload."""
+        last missing part, and None to all others: exactly one worker completes the upload. A
+        redelivery of that last part gets the parts again, in case its worker died before completing."""
 
     # --- S3 event notifications ---------------------------------------------------------------
 
@@ -175,7 +176,7 @@ CREATE INDEX IF NOT EXISTS objects_by_state ON objects (run_id, state);
 CREATE TABLE IF NOT EXISTS scan_locks (task TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS uploads (
     run_id TEXT NOT NULL, key TEXT NOT NULL, upload_id TEXT NOT NULL, total_parts INTEGER NOT NULL,
-    completed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, key)
+    completed_by INTEGER, PRIMARY KEY (run_id, key)
 );
 CREATE TABLE IF NOT EXISTS upload_parts (
     run_id TEXT NOT NULL, key TEXT NOT NULL, part_number INTEGER NOT NULL, etag TEXT NOT NULL,
@@ -376,18 +377,18 @@ class SqliteStatusStore(StatusStore):
                 (run_id, key, part_number, etag),
             )
             row = db.execute(
-                "SELECT total_parts, completed FROM uploads WHERE run_id = ? AND key = ?", (run_id, key)
+                "SELECT total_parts, completed_by FROM uploads WHERE run_id = ? AND key = ?", (run_id, key)
             ).fetchone()
             if row is None:
                 raise KeyError(f"no multipart upload registered for {key!r} in run {run_id}")
-            total, completed = row
+            total, completed_by = row
             parts = db.execute(
                 "SELECT part_number, etag FROM upload_parts WHERE run_id = ? AND key = ? ORDER BY part_number",
                 (run_id, key),
             ).fetchall()
-            if completed or len(parts) < total:
+            if len(parts) < total or completed_by not in (None, part_number):
                 return None
-            db.execute("UPDATE uploads SET completed = 1 WHERE run_id = ? AND key = ?", (run_id, key))
+            db.execute("UPDATE uploads SET completed_by = ? WHERE run_id = ? AND key = ?", (part_number, run_id, key))
         return [(int(number), str(part_etag)) for number, part_etag in parts]
 
     def newer_event(self, task: str, key: str, sequencer: str) -> bool:
