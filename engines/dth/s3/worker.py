@@ -20,6 +20,7 @@ import botocore.exceptions
 from pydantic import ValidationError
 
 from dth.s3.copier import CopyError, ObjectCopier, SourceChangedError, SourceVanishedError
+from dth.s3.events import EventTranslator, parse_event_body
 from dth.s3.listing import normalize_etag
 from dth.s3.sides import CREDENTIAL_ERRORS, error_code
 from dth.s3.work import UploadPart, WorkItem
@@ -76,6 +77,7 @@ class Worker:
         workers: int,
         retry: RetryPolicy,
         visibility_timeout: float = 300.0,
+        events: EventTranslator | None = None,
     ) -> None:
         self.copier = copier
         self.queue = queue
@@ -83,6 +85,7 @@ class Worker:
         self.workers = workers
         self.retry = retry
         self.visibility_timeout = visibility_timeout
+        self.events = events
         self._in_flight: dict[str, tuple[Message, float]] = {}
         self._lock = threading.Lock()
 
@@ -90,17 +93,21 @@ class Worker:
 
     def handle(self, message: Message) -> None:
         try:
-            item = WorkItem.from_body(message.body)
+            items = [WorkItem.from_body(message.body)]
         except ValidationError:
-            self.queue.dead_letter(message, "not a work item")
-            return
-        try:
-            result = self._perform(item)
-        except Exception as error:
-            self._failed(message, item, error)
-            return
-        if result is not None:  # None: the work went on in other messages (parts of a giant object)
-            self.store.complete(item.run, [result])
+            events = parse_event_body(message.body) if self.events else None
+            if events is None or self.events is None:
+                self.queue.dead_letter(message, "neither a work item nor an S3 event notification")
+                return
+            items = self.events.work_items(events)
+        for item in items:
+            try:
+                result = self._perform(item)
+            except Exception as error:
+                self._failed(message, item, error)
+                return
+            if result is not None:  # None: the work went on in other messages (parts of a giant object)
+                self.store.complete(item.run, [result])
         self.queue.delete([message])
 
     def _perform(self, item: WorkItem) -> ObjectResult | None:

@@ -131,7 +131,8 @@ class StatusStore(ABC):
 
     @abstractmethod
     def newer_event(self, task: str, key: str, sequencer: str) -> bool:
-        """Whether an event with this sequencer is newer than any seen for the key (and remember it)."""
+        """Whether an event with this sequencer is not older than any seen for the key (and remember it).
+        The same sequencer again is a redelivery of the same event, so it passes too."""
 
     def close(self) -> None:  # noqa: B027 - optional for implementations without resources
         """Release connections."""
@@ -396,7 +397,7 @@ class SqliteStatusStore(StatusStore):
             row = db.execute(
                 "SELECT sequencer FROM event_sequencers WHERE task = ? AND key = ?", (task, key)
             ).fetchone()
-            if row and sequencer_order(row[0]) >= sequencer_order(sequencer):
+            if row and sequencer_order(row[0]) > sequencer_order(sequencer):
                 return False
             db.execute(
                 "INSERT INTO event_sequencers (task, key, sequencer) VALUES (?, ?, ?) "
