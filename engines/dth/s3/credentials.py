@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import boto3
+import botocore.credentials
 import botocore.exceptions
+import botocore.session
 
 from dth.errors import AccessError
 from dth.spec.model import Credentials
@@ -38,6 +43,8 @@ def key_pair_from_secrets_manager(arn: str, session: boto3.Session | None = None
     except botocore.exceptions.ClientError as error:
         code = error.response.get("Error", {}).get("Code", "Error")
         raise AccessError(f"cannot read Secrets Manager secret {arn}: {code}") from None
+    except botocore.exceptions.BotoCoreError as error:
+        raise AccessError(f"cannot read Secrets Manager secret {arn}: {error}") from None
     try:
         values = json.loads(secret)
     except json.JSONDecodeError:
@@ -63,21 +70,68 @@ def key_pair_from_kubernetes(name: str, namespace: str) -> KeyPair:
     return _key_pair_from_mapping(data, f"Kubernetes Secret {namespace}/{name}")
 
 
-def session_for(credentials: Credentials | None, namespace: str = "default") -> boto3.Session:
-    """A boto3 session holding the credentials the spec names (ambient ones when it names none)."""
+# Keys from a secret are read again this often, so that a rotated secret takes effect on its own.
+SECRET_REFRESH = timedelta(minutes=5)
+
+
+class SecretCredentials(botocore.credentials.RefreshableCredentials):  # type: ignore[misc]
+    """Keys read from a secret: refreshed every few minutes, or at once after the service rejected them."""
+
+    # botocore's defaults (refresh 15 minutes before expiry) would re-read the secret on every request.
+    _advisory_refresh_timeout = 60
+    _mandatory_refresh_timeout = 30
+
+    def expire_now(self) -> None:
+        self._expiry_time = datetime.now(UTC) - timedelta(seconds=1)
+
+
+class _SecretProvider(botocore.credentials.CredentialProvider):  # type: ignore[misc]
+    METHOD = "dth-secret"
+
+    def __init__(self, credentials: SecretCredentials) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> SecretCredentials:
+        return self._credentials
+
+
+def refreshing_session(fetch: Callable[[], KeyPair]) -> tuple[boto3.Session, SecretCredentials]:
+    """A session whose keys come from `fetch`, called again when they are due or rejected."""
+
+    def metadata() -> dict[str, Any]:
+        pair = fetch()
+        return {
+            "access_key": pair.access_key_id,
+            "secret_key": pair.secret_access_key,
+            "token": pair.session_token,
+            "expiry_time": (datetime.now(UTC) + SECRET_REFRESH).isoformat(),
+        }
+
+    credentials = SecretCredentials.create_from_metadata(metadata(), refresh_using=metadata, method="dth-secret")
+    core = botocore.session.get_session()
+    core.get_component("credential_provider").insert_before("env", _SecretProvider(credentials))
+    return boto3.Session(botocore_session=core), credentials
+
+
+def session_for(
+    credentials: Credentials | None, namespace: str = "default"
+) -> tuple[boto3.Session, SecretCredentials | None]:
+    """A boto3 session holding the credentials the spec names (ambient ones when it names none), and
+    the refreshable credentials where they come from a secret."""
     if credentials is None:
-        return boto3.Session()
+        return boto3.Session(), None
     if credentials.profile:
         try:
-            return boto3.Session(profile_name=credentials.profile)
+            return boto3.Session(profile_name=credentials.profile), None
         except botocore.exceptions.ProfileNotFound:
             raise AccessError(f"AWS profile {credentials.profile!r} is not configured") from None
     if credentials.secrets_manager_arn:
-        pair = key_pair_from_secrets_manager(credentials.secrets_manager_arn)
-    else:
-        assert credentials.secret_name is not None  # the model guarantees exactly one source
-        pair = key_pair_from_kubernetes(credentials.secret_name, namespace)
-    return session_from_key_pair(pair)
+        arn = credentials.secrets_manager_arn
+        return refreshing_session(lambda: key_pair_from_secrets_manager(arn))
+    name = credentials.secret_name
+    assert name is not None  # the model guarantees exactly one source
+    return refreshing_session(lambda: key_pair_from_kubernetes(name, namespace))
 
 
 def session_from_key_pair(pair: KeyPair) -> boto3.Session:

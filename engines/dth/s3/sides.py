@@ -10,7 +10,7 @@ import botocore.config
 import botocore.exceptions
 
 from dth.errors import AccessError
-from dth.s3.credentials import access_key_of, session_for
+from dth.s3.credentials import SecretCredentials, access_key_of, session_for
 from dth.spec.model import S3Location, S3Source
 
 DEFAULT_REGION = "us-east-1"
@@ -32,6 +32,8 @@ class S3Side:
     client: Any  # botocore's S3 client is generated at run time and has no static type
     endpoint_url: str
     access_key: str | None
+    # Keys read from a secret, which can be read again when the service rejects them.
+    secret_credentials: SecretCredentials | None = None
 
     @property
     def bucket(self) -> str:
@@ -82,7 +84,9 @@ def connect(
     max_attempts: int = 3,
     session: boto3.Session | None = None,
 ) -> S3Side:
-    session = session or session_for(location.credentials, namespace)
+    secret_credentials = None
+    if session is None:
+        session, secret_credentials = session_for(location.credentials, namespace)
     config = botocore.config.Config(
         max_pool_connections=pool_size,
         # Throttling, 5xx and connection errors are retried with exponential backoff and jitter.
@@ -105,6 +109,7 @@ def connect(
         client=client,
         endpoint_url=endpoint_url or client.meta.endpoint_url,
         access_key=access_key_of(session),
+        secret_credentials=secret_credentials,
     )
 
 

@@ -187,6 +187,8 @@ class Worker:
 
     def _failed(self, message: Message, item: WorkItem, error: Exception) -> None:
         reason, retryable = describe_error(error)
+        if self._reread_rejected_keys(error):
+            retryable = True
         if retryable and message.receive_count <= self.retry.max_retries:
             log.warning(
                 "attempt failed, will retry",
@@ -201,6 +203,21 @@ class Worker:
         log.error("object failed", extra={"key": item.key, "attempts": message.receive_count, "error": reason})
         self.store.complete(item.run, [ObjectResult(item.key, item.op, ObjectState.FAILED, item.size, reason=reason)])
         self.queue.dead_letter(message, reason)
+
+    def _reread_rejected_keys(self, error: Exception) -> bool:
+        """Keys from a secret may have been rotated: read them again before the next attempt."""
+        if not isinstance(error, botocore.exceptions.ClientError):
+            return False
+        if error_code(error) not in CREDENTIAL_ERRORS | {"AccessDenied"}:
+            return False
+        refreshable = [
+            side.secret_credentials
+            for side in (self.copier.source, self.copier.destination)
+            if side.secret_credentials is not None
+        ]
+        for credentials in refreshable:
+            credentials.expire_now()
+        return bool(refreshable)
 
     # --- the loop -------------------------------------------------------------------------
 
