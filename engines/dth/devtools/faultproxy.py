@@ -1,0 +1,155 @@
+"""An HTTP proxy for tests that stands in front of a real S3 server and injects faults: S3 error
+responses (500 InternalError, 503 SlowDown), connection resets and slow responses, for requests that
+match a rule, a given number of times or always.
+
+The Host header is passed through unchanged, so SigV4 signatures made for the proxy's address stay
+valid at the server behind it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Self
+from urllib.parse import unquote, urlsplit
+
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "expect", "te"}
+
+
+@dataclass
+class Fault:
+    """What to do to matching requests: an S3 error `status`/`code`, a connection `reset`, or a `delay`
+    before forwarding. `times` None means every matching request."""
+
+    method: str | None = None
+    path_contains: str | None = None  # matched against the decoded path (bucket/key)
+    query_contains: str | None = None
+    status: int = 500
+    code: str = "InternalError"
+    reset: bool = False
+    delay: float = 0.0
+    times: int | None = None
+    hits: int = field(default=0, init=False)
+
+    def matches(self, method: str, path: str, query: str) -> bool:
+        if self.times is not None and self.hits >= self.times:
+            return False
+        if self.method and self.method != method:
+            return False
+        if self.path_contains and self.path_contains not in path:
+            return False
+        return not (self.query_contains and self.query_contains not in query)
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, host: str = "127.0.0.1") -> None:
+        target = urlsplit(upstream)
+        self.upstream_host = target.hostname or "127.0.0.1"
+        self.upstream_port = target.port or 80
+        self.faults: list[Fault] = []
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer((host, 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    def _fault_for(self, method: str, path: str, query: str) -> Fault | None:
+        with self._lock:
+            self.requests += 1
+            for fault in self.faults:
+                if fault.matches(method, path, query):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet: the tests assert on outcomes, not on access logs."""
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                split = urlsplit(self.path)
+                fault = proxy._fault_for(self.command, unquote(split.path), split.query)
+                if fault and fault.reset:
+                    # RST instead of FIN: the client sees "connection reset by peer".
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return
+                if fault and not fault.delay:
+                    self._error(fault)
+                    return
+                if fault:
+                    time.sleep(fault.delay)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                upstream = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=120)
+                try:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    payload = response.read()
+                finally:
+                    upstream.close()
+                self.send_response(response.status, response.reason)
+                for name, value in response.getheaders():
+                    if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            def _error(self, fault: Fault) -> None:
+                payload = (
+                    f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
+                    f"<Message>injected by the test proxy</Message></Error>"
+                ).encode()
+                self.send_response(fault.status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay  # noqa: N815 - http.server's names
+
+        return Handler
