@@ -264,13 +264,29 @@ class ObjectCopier:
             arguments["TaggingDirective"] = "REPLACE"
         response = self._guard(key, etag, lambda: self.destination.client.copy_object(**arguments))
         dest_etag = normalize_etag(response.get("CopyObjectResult", {}).get("ETag"))
-        if self._etags_are_md5 and _is_md5(etag) and dest_etag and dest_etag != etag:
-            self._source_etag_must_be_md5(key, f"copied object's ETag {dest_etag} differs from the source's {etag}")
+        if self._etags_are_md5 and _is_md5(etag) and dest_etag:
+            if dest_etag != etag:
+                self._source_etag_must_be_md5(
+                    key, etag, f"copied object's ETag {dest_etag} differs from the source's {etag}"
+                )
+        else:
+            # Nothing to compare the copy with: at least make sure it was made from the listed version.
+            self._source_unchanged(key, etag)
         return CopyResult(dest_etag or etag, size, "copy-object")
 
-    def _source_etag_must_be_md5(self, key: str, mismatch: str) -> None:
-        """Raise `mismatch` unless the source's ETag is no MD5 to begin with (SSE-KMS objects)."""
-        if self.head_source(key).get("ServerSideEncryption") != "aws:kms":
+    def _source_unchanged(self, key: str, etag: str) -> None:
+        """Copy conditions (x-amz-copy-source-if-match) are not honoured everywhere (Ceph ignores them):
+        confirm after a server-side copy that the source still is the version it was meant to be."""
+        if normalize_etag(self.head_source(key).get("ETag")) != etag:
+            raise SourceChangedError(f"source object changed during the copy (ETag was {etag})")
+
+    def _source_etag_must_be_md5(self, key: str, etag: str, mismatch: str) -> None:
+        """Raise unless the mismatch has an innocent cause: the source's ETag is no MD5 to begin with
+        (SSE-KMS objects). A source that changed meanwhile raises SourceChangedError."""
+        head = self.head_source(key)
+        if normalize_etag(head.get("ETag")) != etag:
+            raise SourceChangedError(f"source object changed during the copy (ETag was {etag})")
+        if head.get("ServerSideEncryption") != "aws:kms":
             raise CopyError(mismatch)
 
     def _read_source(self, key: str, etag: str, part: PartRange | None = None) -> tuple[bytes, dict[str, Any]]:
@@ -350,9 +366,12 @@ class ObjectCopier:
         """Copy one part; returns its ETag. Server side where possible, streamed otherwise."""
         # Ceph decodes UploadPartCopy's copy source twice, so `a%41b` would silently copy `aAb`:
         # keys with `%` are streamed, which is correct on every service.
-        if self.server_side and "%" not in self.source.key_for(key):
+        if self._copies_parts_server_side(key):
             return self._copy_part(key, etag, upload_id, part)
         return self._stream_part(key, etag, upload_id, part)
+
+    def _copies_parts_server_side(self, key: str) -> bool:
+        return self.server_side and "%" not in self.source.key_for(key)
 
     def finish_upload(
         self, key: str, size: int, etag: str, upload_id: str, part_etags: list[tuple[int, str]], mark: bool
@@ -362,6 +381,20 @@ class ObjectCopier:
         dest_key = self.destination.key_for(key)
         ordered = sorted(part_etags)
         expected = multipart_etag([part_etag for _, part_etag in ordered])
+        # Verify before completing: a completed upload replaces what the destination held.
+        try:
+            if not mark and self._etags_are_md5:
+                if expected != etag:
+                    self._source_etag_must_be_md5(
+                        key, etag, f"copied object's ETag {expected} differs from the source's {etag}"
+                    )
+            elif self._copies_parts_server_side(key):
+                # Part copies are conditional on the source's ETag, but not every service honours that
+                # (Ceph does not): never complete an upload that may hold parts of two versions.
+                self._source_unchanged(key, etag)
+        except CopyError:
+            self.abort_upload(key, upload_id)
+            raise
         try:
             response = self.destination.client.complete_multipart_upload(
                 Bucket=self.destination.bucket,
@@ -378,11 +411,8 @@ class ObjectCopier:
             dest_etag = normalize_etag(
                 self.destination.client.head_object(Bucket=self.destination.bucket, Key=dest_key).get("ETag")
             )
-        if self._etags_are_md5:
-            if dest_etag != expected:
-                raise CopyError(f"destination ETag {dest_etag} differs from the parts' ETag {expected}")
-            if not mark and expected != etag:
-                self._source_etag_must_be_md5(key, f"copied object's ETag {expected} differs from the source's {etag}")
+        if self._etags_are_md5 and dest_etag != expected:
+            raise CopyError(f"destination ETag {dest_etag} differs from the parts' ETag {expected}")
         return CopyResult(dest_etag, size, "part-copy" if self.server_side else "multipart-put")
 
     def abort_upload(self, key: str, upload_id: str) -> None:

@@ -136,11 +136,21 @@ class Worker:
     def _split_giant(self, item: WorkItem) -> ObjectResult | None:
         """Start the multipart upload of a giant object and queue one message per part, so that every
         worker can take a share; the worker that records the last part completes the upload."""
-        try:
-            layout, mark = self.copier.plan_upload(item.key, item.size, item.etag)
-            upload_id = self.copier.start_upload(item.key, item.etag, mark)
-        except SourceVanishedError as gone:
-            return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
+        for _ in range(SOURCE_CHANGE_FOLLOWS):
+            try:
+                layout, mark = self.copier.plan_upload(item.key, item.size, item.etag)
+                upload_id = self.copier.start_upload(item.key, item.etag, mark)
+                break
+            except SourceVanishedError as gone:
+                return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
+            except SourceChangedError:
+                # Nothing is copied yet: split the object as it is now.
+                head = self.copier.head_source(item.key)
+                item = item.model_copy(
+                    update={"etag": normalize_etag(head.get("ETag")), "size": int(head.get("ContentLength", 0))}
+                )
+        else:
+            raise CopyError("the source object kept changing during the copy")
         registered = self.store.start_parts(item.run, item.key, upload_id, len(layout))
         if registered != upload_id:  # a previous delivery of this message got here first
             self.copier.abort_upload(item.key, upload_id)
@@ -163,6 +173,10 @@ class Worker:
     def _copy_giant_part(self, item: WorkItem, part: UploadPart) -> ObjectResult | None:
         try:
             part_etag = self.copier.copy_part(item.key, item.etag, part.upload_id, part.range)
+            parts = self.store.finish_part(item.run, item.key, part.number, part_etag)
+            if parts is None:
+                return None
+            copied = self.copier.finish_upload(item.key, item.size, item.etag, part.upload_id, parts, part.mark)
         except SourceVanishedError as gone:
             self.copier.abort_upload(item.key, part.upload_id)
             return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
@@ -170,10 +184,6 @@ class Worker:
             # Parts of two versions must never be mixed: give this copy up; the next scan copies the new one.
             self.copier.abort_upload(item.key, part.upload_id)
             raise CopyError("the source object changed while its parts were being copied", retryable=False) from None
-        parts = self.store.finish_part(item.run, item.key, part.number, part_etag)
-        if parts is None:
-            return None
-        copied = self.copier.finish_upload(item.key, item.size, item.etag, part.upload_id, parts, part.mark)
         return ObjectResult(item.key, Operation.COPY, ObjectState.COPIED, copied.size, copied.dest_etag)
 
     def _delete(self, item: WorkItem) -> ObjectResult:
