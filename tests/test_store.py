@@ -1,25 +1,118 @@
-"""The SQLite status store: a record per object, and counters that stay exact under redelivery."""
+"""The status store's contract against both implementations: the embedded SQLite store and DynamoDB (on the
+session's moto server, a fresh table for every test). A record per object, counters that stay exact under
+redelivery and concurrency, the scan lock, giant-file parts and S3 event sequencers.
+
+moto's server runs requests in threads without isolating them: a conditional write or a transaction racing
+another can both pass its condition, and a cancelled transaction restores a copy of the whole table, undoing
+what other requests wrote meanwhile (8 threads x 100 conditional transactions on 100 items: 109-118
+"successes" and a counter of 96-103). DynamoDB runs each request atomically, so the concurrency tests give
+the DynamoDB store a client that sends one request at a time: the threads still interleave their requests
+in every order, which is what the store's protocols have to survive.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dth.devtools.moto import MotoServer
 from dth.spec.model import TransferCounters
-from dth.state.store import ObjectResult, ObjectState, Operation, PlannedObject, SqliteStatusStore
+from dth.state.dynamodb import DynamoStatusStore, create_table
+from dth.state.store import ObjectResult, ObjectState, Operation, PlannedObject, SqliteStatusStore, StatusStore
 
 COPY, DELETE = Operation.COPY, Operation.DELETE
 
 
+def dynamodb_client(server: MotoServer) -> Any:
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        config=Config(retries={"mode": "standard"}, max_pool_connections=20),
+    )
+
+
+class OneRequestAtATime:
+    """A boto3 client that sends one request at a time through a lock shared by every copy: each request
+    is atomic, as in DynamoDB (see the module's docstring)."""
+
+    def __init__(self, client: Any, lock: threading.Lock) -> None:
+        self._client = client
+        self._lock = lock
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attribute(*args, **kwargs)
+
+        return call
+
+
+@dataclass
+class StoreKind:
+    name: str
+    make: Callable[[], StatusStore]  # a handle on this test's storage
+    make_concurrent: Callable[[], StatusStore]  # a handle for threads racing each other
+    opened: list[StatusStore] = field(default_factory=list)
+
+    def open(self) -> StatusStore:
+        store = self.make()
+        self.opened.append(store)
+        return store
+
+    def open_concurrent(self) -> StatusStore:
+        store = self.make_concurrent()
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreKind]:
+    if request.param == "sqlite":
+        path = tmp_path / "status.db"
+        made = StoreKind("sqlite", lambda: SqliteStatusStore(path), lambda: SqliteStatusStore(path))
+        yield made
+        for store in made.opened:
+            store.close()
+        return
+    server: MotoServer = request.getfixturevalue("moto_server")
+    client = dynamodb_client(server)
+    table = f"t-{uuid.uuid4().hex[:8]}"
+    create_table(client, table)
+    lock = threading.Lock()
+    made = StoreKind(
+        "dynamodb",
+        lambda: DynamoStatusStore(client, table),
+        lambda: DynamoStatusStore(OneRequestAtATime(client, lock), table),
+    )
+    yield made
+    for store in made.opened:
+        store.close()
+    client.delete_table(TableName=table)
+    client.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStatusStore]:
-    status = SqliteStatusStore(tmp_path / "status.db")
-    yield status
-    status.close()
+def store(kind: StoreKind) -> StatusStore:
+    return kind.open()
 
 
 def planned(key: str, size: int = 0, skip_reason: str | None = None, operation: Operation = COPY) -> PlannedObject:
@@ -30,7 +123,32 @@ def copied(key: str, size: int) -> ObjectResult:
     return ObjectResult(key, COPY, ObjectState.COPIED, size, dest_etag=f"dest-{key}")
 
 
-def test_plan_and_complete_count_exactly(store: SqliteStatusStore) -> None:
+def run_threads(count: int, target: Callable[[int], None]) -> None:
+    """Run `target(slot)` in `count` threads started together; re-raise the first error."""
+    start = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def body(slot: int) -> None:
+        try:
+            start.wait()
+            target(slot)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=body, args=(slot,)) for slot in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    if errors:
+        raise errors[0]
+
+
+# --- records and counters ---------------------------------------------------------------------
+
+
+def test_plan_and_complete_count_exactly(store: StatusStore) -> None:
     run = store.start_run("task")
     store.plan(run, [planned("a", 10), planned("b", 20), planned("c", 30), planned("d", 40)])
     assert store.counters(run) == TransferCounters(found=4, bytes_found=100)
@@ -54,7 +172,7 @@ def test_plan_and_complete_count_exactly(store: SqliteStatusStore) -> None:
     ]
 
 
-def test_completing_twice_counts_once(store: SqliteStatusStore) -> None:
+def test_completing_twice_counts_once(store: StatusStore) -> None:
     run = store.start_run("task")
     store.plan(run, [planned("a", 10)])
     store.complete(run, [copied("a", 10)])
@@ -67,14 +185,14 @@ def test_completing_twice_counts_once(store: SqliteStatusStore) -> None:
     assert store.records(run, [ObjectState.FAILED]) == []
 
 
-def test_completing_within_one_batch_counts_once(store: SqliteStatusStore) -> None:
+def test_completing_within_one_batch_counts_once(store: StatusStore) -> None:
     run = store.start_run("task")
-    store.plan(run, [planned("a", 10)])
-    store.complete(run, [copied("a", 10), copied("a", 10)])
-    assert store.counters(run) == TransferCounters(found=1, copied=1, bytes_found=10, bytes_copied=10)
+    store.plan(run, [planned("a", 10), planned("b", 1)])
+    store.complete(run, [copied("a", 10), copied("a", 10), copied("b", 1)])
+    assert store.counters(run) == TransferCounters(found=2, copied=2, bytes_found=11, bytes_copied=11)
 
 
-def test_planning_twice_counts_once(store: SqliteStatusStore) -> None:
+def test_planning_twice_counts_once(store: StatusStore) -> None:
     run = store.start_run("task")
     store.plan(run, [planned("a", 10), planned("a", 10)])
     store.plan(run, [planned("a", 10), planned("b", 5)])  # a rescan after a restart
@@ -88,16 +206,30 @@ def test_planning_twice_counts_once(store: SqliteStatusStore) -> None:
     assert store.counters(run) == TransferCounters(found=2, copied=1, bytes_found=15, bytes_copied=10)
 
 
-def test_count_unchanged_adds_to_found_and_skipped(store: SqliteStatusStore) -> None:
+def test_large_batches_with_some_records_planned_before(store: StatusStore) -> None:
+    run = store.start_run("task")
+    # More records than one transaction takes (25), some of them planned or finished before.
+    store.plan(run, [planned(f"k{i:02d}", 1) for i in range(0, 30, 3)])
+    store.plan(run, [planned(f"k{i:02d}", 1) for i in range(30)])  # a third of them exist already
+    assert store.counters(run) == TransferCounters(found=30, bytes_found=30)
+    store.complete(run, [copied(f"k{i:02d}", 1) for i in range(0, 30, 2)])
+    store.complete(run, [copied(f"k{i:02d}", 1) for i in range(30)])  # half of them are final already
+    assert store.counters(run) == TransferCounters(found=30, copied=30, bytes_found=30, bytes_copied=30)
+    assert len(store.records(run, [ObjectState.COPIED], limit=500)) == 30
+    assert len(store.records(run, [ObjectState.COPIED], limit=7)) == 7
+
+
+def test_count_unchanged_adds_to_found_and_skipped(store: StatusStore) -> None:
     run = store.start_run("task")
     store.plan(run, [planned("a", 10)])
     store.count_unchanged(run, 5, 500)
     store.count_unchanged(run, 2, 7)
+    store.count_unchanged(run, 0, 0)
     assert store.counters(run) == TransferCounters(found=8, skipped=7, bytes_found=517, bytes_skipped=507)
     assert store.records(run, [ObjectState.SKIPPED]) == []  # no record each
 
 
-def test_skip_reason_counts_as_found_and_skipped_with_reason(store: SqliteStatusStore) -> None:
+def test_skip_reason_counts_as_found_and_skipped_with_reason(store: StatusStore) -> None:
     run = store.start_run("task")
     reason = "storage class GLACIER: restore the object before it can be copied"
     store.plan(run, [planned("cold", 100, skip_reason=reason), planned("warm", 1)])
@@ -113,13 +245,16 @@ def test_skip_reason_counts_as_found_and_skipped_with_reason(store: SqliteStatus
     assert store.records(run, [ObjectState.SKIPPED])[0].reason == reason
 
 
-def test_failed_records_keep_last_error(store: SqliteStatusStore) -> None:
+def test_failed_records_keep_last_error(store: StatusStore) -> None:
     run = store.start_run("task")
     store.plan(run, [planned("a", 10), planned("b", 20)])
+    before = time.time()
     store.record_attempt(run, "a", COPY, "SlowDown")
     store.record_attempt(run, "a", COPY, "InternalError")
+    store.record_attempt(run, "never-planned", COPY, "InternalError")  # changes nothing
     (queued,) = [r for r in store.records(run, [ObjectState.QUEUED]) if r.key == "a"]
     assert (queued.attempts, queued.last_error) == (2, "InternalError")
+    assert queued.updated >= before - 1
     store.complete(run, [ObjectResult("a", COPY, ObjectState.FAILED, 10, reason="AccessDenied")])
     (failed,) = store.records(run, [ObjectState.FAILED])
     assert (failed.key, failed.attempts, failed.last_error, failed.reason) == ("a", 3, "AccessDenied", "AccessDenied")
@@ -129,9 +264,10 @@ def test_failed_records_keep_last_error(store: SqliteStatusStore) -> None:
     (done,) = store.records(run, [ObjectState.COPIED])
     assert (done.attempts, done.last_error) == (2, "RequestTimeout")
     assert store.counters(run) == TransferCounters(found=2, copied=1, failed=1, bytes_found=30, bytes_copied=20)
+    assert [r.key for r in store.records(run, list(ObjectState))] == ["a", "b"]
 
 
-def test_deletes_do_not_count_as_found(store: SqliteStatusStore) -> None:
+def test_deletes_do_not_count_as_found(store: StatusStore) -> None:
     run = store.start_run("task")
     store.plan(run, [planned("gone", 50, operation=DELETE), planned("kept", 5)])
     assert store.counters(run) == TransferCounters(found=1, bytes_found=5)
@@ -143,9 +279,13 @@ def test_deletes_do_not_count_as_found(store: SqliteStatusStore) -> None:
     # The same key as a copy and as a delete are two records.
     store.plan(run, [planned("gone", 50)])
     assert store.counters(run) == TransferCounters(found=2, deleted=1, bytes_found=55)
+    assert [(r.key, r.operation) for r in store.records(run, list(ObjectState))] in (
+        [("gone", COPY), ("gone", DELETE), ("kept", COPY)],
+        [("gone", DELETE), ("gone", COPY), ("kept", COPY)],
+    )
 
 
-def test_result_for_other_operation_does_not_complete(store: SqliteStatusStore) -> None:
+def test_result_for_other_operation_does_not_complete(store: StatusStore) -> None:
     run = store.start_run("task")
     store.plan(run, [planned("a", 10)])
     store.complete(run, [ObjectResult("a", DELETE, ObjectState.DELETED, 10)])
@@ -154,7 +294,7 @@ def test_result_for_other_operation_does_not_complete(store: SqliteStatusStore) 
     assert [r.state for r in store.records(run, list(ObjectState))] == [ObjectState.QUEUED]
 
 
-def test_counters_per_run_are_independent(store: SqliteStatusStore) -> None:
+def test_counters_per_run_are_independent(store: StatusStore) -> None:
     first = store.start_run("task")
     second = store.start_run("task")
     other_task = store.start_run("other")
@@ -170,7 +310,7 @@ def test_counters_per_run_are_independent(store: SqliteStatusStore) -> None:
     assert store.records(second, [ObjectState.COPIED]) == []
 
 
-def test_scan_finished_and_unknown_run(store: SqliteStatusStore) -> None:
+def test_scan_finished_and_unknown_run(store: StatusStore) -> None:
     run = store.start_run("task")
     assert not store.scan_finished(run)
     store.finish_scan(run)
@@ -180,7 +320,7 @@ def test_scan_finished_and_unknown_run(store: SqliteStatusStore) -> None:
         store.counters("no-such-run")
 
 
-def test_records_limit_and_state_filter(store: SqliteStatusStore) -> None:
+def test_records_limit_and_state_filter(store: StatusStore) -> None:
     run = store.start_run("task")
     store.plan(run, [planned(f"k{i}", i) for i in range(10)])
     store.complete(run, [copied(f"k{i}", i) for i in range(0, 10, 2)])
@@ -189,18 +329,186 @@ def test_records_limit_and_state_filter(store: SqliteStatusStore) -> None:
     assert store.records(run, []) == []
 
 
-def test_counters_survive_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "status.db"
-    first = SqliteStatusStore(path)
+def test_records_are_in_key_byte_order_and_keys_may_be_1024_bytes(store: StatusStore) -> None:
+    run = store.start_run("task")
+    longest = "k/" + "é" * 511  # 1024 bytes of UTF-8, S3's longest key
+    keys = ["a", "a/b", "a b", "a#copy", "aé", "a\U0001f600", "A", "a\x7f", "b", longest]
+    store.plan(run, [planned(key, 1) for key in keys])
+    store.plan(run, [planned("a/b", 0, operation=DELETE), planned("a\x7f", 0, operation=DELETE)])
+    records = store.records(run, [ObjectState.QUEUED])
+    assert [r.key for r in records if r.operation is COPY] == sorted(keys, key=lambda k: k.encode())
+    assert [r.key for r in records] == sorted([r.key for r in records], key=lambda k: k.encode())
+    store.complete(run, [copied(longest, 1)])
+    assert [r.key for r in store.records(run, [ObjectState.COPIED])] == [longest]
+    assert store.counters(run) == TransferCounters(found=10, copied=1, bytes_found=10, bytes_copied=1)
+
+
+def test_counters_survive_reopening(kind: StoreKind) -> None:
+    first = kind.open()
     run = first.start_run("task")
     first.plan(run, [planned("a", 10)])
     first.close()
-    second = SqliteStatusStore(path)
-    try:
-        second.complete(run, [copied("a", 10)])
-        assert second.counters(run) == TransferCounters(found=1, copied=1, bytes_found=10, bytes_copied=10)
-    finally:
-        second.close()
+    second = kind.open()
+    second.complete(run, [copied("a", 10)])
+    assert second.counters(run) == TransferCounters(found=1, copied=1, bytes_found=10, bytes_copied=10)
+
+
+def test_latest_run(store: StatusStore) -> None:
+    assert store.latest_run("task") is None
+    first = store.start_run("task")
+    assert store.latest_run("task") == first
+    time.sleep(0.01)
+    second = store.start_run("task")
+    other = store.start_run("task-2")  # a task whose name starts with the other's
+    assert store.latest_run("task") == second
+    assert store.latest_run("task-2") == other
+    assert store.latest_run("tas") is None
+
+
+def test_concurrent_plans_and_completes_of_the_same_keys_count_once(kind: StoreKind) -> None:
+    """8 workers plan the same keys, then finish all of them in different orders with different outcomes
+    (redeliveries racing each other): every key counts exactly once, for the outcome its record shows."""
+    keys = [f"key-{i:02d}" for i in range(16)]
+    size_of = {key: i + 1 for i, key in enumerate(keys)}
+    one = kind.open_concurrent()
+    run = one.start_run("task")
+    handles = [kind.open_concurrent() for _ in range(8)]
+    outcomes = [ObjectState.COPIED, ObjectState.FAILED, ObjectState.SKIPPED, ObjectState.COPIED]
+    planning_done = threading.Barrier(8)
+
+    def worker(slot: int) -> None:
+        store = handles[slot]
+        order = keys[:]
+        random.Random(slot).shuffle(order)
+        for start in range(0, len(order), 4):
+            store.plan(run, [planned(key, size_of[key]) for key in order[start : start + 4]])
+            time.sleep(0.005)  # let the others in (SQLite's busy wait would let one thread do it all)
+        store.count_unchanged(run, 1, 1000)
+        planning_done.wait()
+        random.Random(100 + slot).shuffle(order)
+        for start in range(0, len(order), 4):
+            state = outcomes[(slot + start) % len(outcomes)]
+            results = [
+                ObjectResult(key, COPY, state, size_of[key], reason=f"by {slot}") for key in order[start : start + 4]
+            ]
+            store.complete(run, results)
+            time.sleep(0.005)
+
+    run_threads(8, worker)
+    records = one.records(run, list(ObjectState))
+    assert sorted(r.key for r in records) == keys
+    assert all(r.attempts == 1 for r in records)  # only the first outcome touched a record
+    by_state = {state: [r for r in records if r.state is state] for state in ObjectState}
+    assert by_state[ObjectState.QUEUED] == []
+    assert len({r.reason for r in records}) > 1  # several workers won some keys: they did race
+    assert one.counters(run) == TransferCounters(
+        found=16 + 8,
+        copied=len(by_state[ObjectState.COPIED]),
+        failed=len(by_state[ObjectState.FAILED]),
+        skipped=len(by_state[ObjectState.SKIPPED]) + 8,
+        bytes_found=sum(size_of.values()) + 8000,
+        bytes_copied=sum(r.size for r in by_state[ObjectState.COPIED]),
+        bytes_skipped=sum(r.size for r in by_state[ObjectState.SKIPPED]) + 8000,
+    )
+
+
+# --- one scan at a time per task ------------------------------------------------------------
+
+
+def test_scan_lock_is_held_renewed_released_and_expires(store: StatusStore) -> None:
+    assert store.acquire_scan_lock("task", "a", ttl_seconds=60)
+    assert not store.acquire_scan_lock("task", "b", ttl_seconds=60)
+    assert store.acquire_scan_lock("task", "a", ttl_seconds=60)  # renewed by its owner
+    assert store.acquire_scan_lock("other-task", "b", ttl_seconds=60)  # per task
+    store.release_scan_lock("task", "b")  # not b's to release
+    assert not store.acquire_scan_lock("task", "b", ttl_seconds=60)
+    store.release_scan_lock("task", "a")
+    assert store.acquire_scan_lock("task", "b", ttl_seconds=1.5)
+    assert not store.acquire_scan_lock("task", "a", ttl_seconds=60)
+    time.sleep(1.6)  # b stopped renewing it: the lock expires
+    assert store.acquire_scan_lock("task", "a", ttl_seconds=60)
+    assert not store.acquire_scan_lock("task", "b", ttl_seconds=60)
+
+
+# --- giant objects, part by part -------------------------------------------------------------
+
+
+def test_parts_are_returned_once_to_the_last_part(store: StatusStore) -> None:
+    run = store.start_run("task")
+    assert store.start_parts(run, "big", "upload-1", 3) == "upload-1"
+    assert store.start_parts(run, "big", "upload-2", 3) == "upload-1"  # the first registration wins
+    assert store.start_parts(run, "other", "upload-3", 1) == "upload-3"
+    other_run = store.start_run("task")
+    assert store.start_parts(other_run, "big", "upload-4", 2) == "upload-4"
+    assert store.finish_part(run, "big", 2, "etag-2") is None
+    assert store.finish_part(run, "big", 2, "etag-2") is None  # a redelivery counts once
+    assert store.finish_part(run, "big", 3, "etag-3") is None
+    assert store.finish_part(other_run, "big", 1, "other-1") is None
+    parts = [(1, "etag-1"), (2, "etag-2"), (3, "etag-3")]
+    assert store.finish_part(run, "big", 1, "etag-1") == parts
+    # The last part's redelivery gets them again (its worker may have died before completing); no other does.
+    assert store.finish_part(run, "big", 1, "etag-1") == parts
+    assert store.finish_part(run, "big", 3, "etag-3") is None
+    assert store.finish_part(run, "other", 1, "only") == [(1, "only")]
+    with pytest.raises(KeyError):
+        store.finish_part(run, "never-started", 1, "etag")
+    assert store.finish_part(other_run, "big", 2, "other-2") == [(1, "other-1"), (2, "other-2")]
+
+
+def test_parts_go_to_exactly_one_of_8_threads_racing_on_the_last_parts(kind: StoreKind) -> None:
+    one = kind.open_concurrent()
+    run = one.start_run("task")
+    handles = [kind.open_concurrent() for _ in range(8)]
+    rounds, total = 2, 16
+    for number in range(rounds):
+        one.start_parts(run, f"big-{number}", f"upload-{number}", total)
+        for part in range(1, 9):  # parts 1-8 done: 8 left, one for each thread
+            assert one.finish_part(run, f"big-{number}", part, f"etag-{part}") is None
+    winners: dict[int, list[tuple[int, list[tuple[int, str]]]]] = {number: [] for number in range(rounds)}
+    lock = threading.Lock()
+
+    def worker(slot: int) -> None:
+        store = handles[slot]
+        for number in range(rounds):
+            # Its own last part, and a redelivery of a part done before (a part number no other thread
+            # uses: the same part again may get the parts again), racing the other 7 threads.
+            for part in (9 + slot, 1 + slot):
+                parts = store.finish_part(run, f"big-{number}", part, f"etag-{part}")
+                if parts is not None:
+                    with lock:
+                        winners[number].append((part, parts))
+
+    run_threads(8, worker)
+    expected = [(part, f"etag-{part}") for part in range(1, total + 1)]
+    for number in range(rounds):
+        assert len(winners[number]) == 1, winners[number]
+        ((winner, parts),) = winners[number]
+        assert parts == expected
+        # Its worker may die before completing the upload: the same part again gets them again, no other.
+        assert one.finish_part(run, f"big-{number}", winner, f"etag-{winner}") == expected
+        assert one.finish_part(run, f"big-{number}", 1 + winner % total, "etag") is None
+
+
+# --- S3 event notifications ------------------------------------------------------------------
+
+
+def test_newer_event_compares_sequencers_of_different_lengths_as_numbers(store: StatusStore) -> None:
+    assert store.newer_event("task", "k", "0055AED6DCD90281E5")
+    assert store.newer_event("task", "k", "0055AED6DCD90281E5")  # the same event again
+    assert not store.newer_event("task", "k", "0055AED6DCD90281E4")
+    assert not store.newer_event("task", "k", "FF")  # shorter: a smaller number
+    assert not store.newer_event("task", "k", "0000000055AED6DCD90281E4")  # zero-padded, still older
+    assert store.newer_event("task", "k", "0055aed6dcd90281e6")  # case does not matter
+    assert store.newer_event("task", "k", "000000000000000055AED6DCD90281E7")  # longer, but zero-padded
+    assert not store.newer_event("task", "k", "55AED6DCD90281E6")
+    assert store.newer_event("task", "k", "100000000000000000")  # more digits: larger
+    assert not store.newer_event("task", "k", "FFFFFFFFFFFFFFFFF")  # 17 digits < 18 digits
+    assert store.newer_event("task", "k", "1" + "0" * 70)  # far longer than any S3 sequencer
+    assert not store.newer_event("task", "k", "F" * 70)
+    # Per key and per task.
+    assert store.newer_event("task", "other", "01")
+    assert store.newer_event("task-2", "k", "01")
+    assert not store.newer_event("task", "other", "00")
 
 
 # --- a model of the whole account ---------------------------------------------------------------
@@ -217,54 +525,77 @@ events = st.lists(
 )
 
 
+def check_against_model(store: StatusStore, history: list[tuple[str, object, object]]) -> None:
+    run = store.start_run("task")
+    states: dict[tuple[str, Operation], ObjectState] = {}
+    expected = dict.fromkeys(TransferCounters.model_fields, 0)
+    size_of = {key: number + 1 for number, key in enumerate(KEYS)}
+    for event, first, second in history:
+        if event == "plan":
+            assert isinstance(first, str)
+            skip = "archived" if second else None
+            store.plan(run, [planned(first, size_of[first], skip_reason=skip)])
+            if (first, COPY) not in states:
+                states[first, COPY] = ObjectState.SKIPPED if skip else ObjectState.QUEUED
+                expected["found"] += 1
+                expected["bytes_found"] += size_of[first]
+                if skip:
+                    expected["skipped"] += 1
+                    expected["bytes_skipped"] += size_of[first]
+        elif event == "plan-delete":
+            assert isinstance(first, str)
+            store.plan(run, [planned(first, size_of[first], operation=DELETE)])
+            states.setdefault((first, DELETE), ObjectState.QUEUED)
+        elif event == "complete":
+            assert isinstance(first, str) and isinstance(second, ObjectState)
+            if second is ObjectState.QUEUED:
+                continue  # not a final outcome
+            operation = DELETE if second is ObjectState.DELETED else COPY
+            store.complete(run, [ObjectResult(first, operation, second, size_of[first])])
+            if states.get((first, operation)) is ObjectState.QUEUED:
+                states[first, operation] = second
+                expected[second.value] += 1
+                if second is ObjectState.COPIED:
+                    expected["bytes_copied"] += size_of[first]
+                elif second is ObjectState.SKIPPED:
+                    expected["bytes_skipped"] += size_of[first]
+        else:
+            assert isinstance(first, int) and isinstance(second, int)
+            store.count_unchanged(run, first, second)
+            expected["found"] += first
+            expected["skipped"] += first
+            expected["bytes_found"] += second
+            expected["bytes_skipped"] += second
+    assert store.counters(run) == TransferCounters(**expected)
+    recorded = {(r.key, r.operation): r.state for r in store.records(run, list(ObjectState))}
+    assert recorded == states
+
+
 @settings(max_examples=200, deadline=None)
 @given(events)
 def test_counters_match_a_model(history: list[tuple[str, object, object]]) -> None:
     """Any interleaving of plans, (re)deliveries and unchanged counts gives the model's counters."""
     store = SqliteStatusStore(":memory:")
     try:
-        run = store.start_run("task")
-        states: dict[tuple[str, Operation], ObjectState] = {}
-        expected = dict.fromkeys(TransferCounters.model_fields, 0)
-        size_of = {key: number + 1 for number, key in enumerate(KEYS)}
-        for event, first, second in history:
-            if event == "plan":
-                assert isinstance(first, str)
-                skip = "archived" if second else None
-                store.plan(run, [planned(first, size_of[first], skip_reason=skip)])
-                if (first, COPY) not in states:
-                    states[first, COPY] = ObjectState.SKIPPED if skip else ObjectState.QUEUED
-                    expected["found"] += 1
-                    expected["bytes_found"] += size_of[first]
-                    if skip:
-                        expected["skipped"] += 1
-                        expected["bytes_skipped"] += size_of[first]
-            elif event == "plan-delete":
-                assert isinstance(first, str)
-                store.plan(run, [planned(first, size_of[first], operation=DELETE)])
-                states.setdefault((first, DELETE), ObjectState.QUEUED)
-            elif event == "complete":
-                assert isinstance(first, str) and isinstance(second, ObjectState)
-                if second is ObjectState.QUEUED:
-                    continue  # not a final outcome
-                operation = DELETE if second is ObjectState.DELETED else COPY
-                store.complete(run, [ObjectResult(first, operation, second, size_of[first])])
-                if states.get((first, operation)) is ObjectState.QUEUED:
-                    states[first, operation] = second
-                    expected[second.value] += 1
-                    if second is ObjectState.COPIED:
-                        expected["bytes_copied"] += size_of[first]
-                    elif second is ObjectState.SKIPPED:
-                        expected["bytes_skipped"] += size_of[first]
-            else:
-                assert isinstance(first, int) and isinstance(second, int)
-                store.count_unchanged(run, first, second)
-                expected["found"] += first
-                expected["skipped"] += first
-                expected["bytes_found"] += second
-                expected["bytes_skipped"] += second
-        assert store.counters(run) == TransferCounters(**expected)
-        recorded = {(r.key, r.operation): r.state for r in store.records(run, list(ObjectState))}
-        assert recorded == states
+        check_against_model(store, history)
     finally:
         store.close()
+
+
+@pytest.fixture(scope="module")
+def dynamo_store(moto_server: MotoServer) -> Iterator[DynamoStatusStore]:
+    client = dynamodb_client(moto_server)
+    table = f"t-{uuid.uuid4().hex[:8]}"
+    create_table(client, table)
+    yield DynamoStatusStore(client, table)
+    client.delete_table(TableName=table)
+    client.close()
+
+
+@settings(max_examples=15, deadline=None)
+@given(events)
+def test_dynamodb_counters_match_a_model(
+    dynamo_store: DynamoStatusStore, history: list[tuple[str, object, object]]
+) -> None:
+    """The same model against DynamoDB, with fewer examples (each is a fresh run in one table)."""
+    check_against_model(dynamo_store, history)

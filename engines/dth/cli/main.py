@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,11 +35,28 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(objects=args.objects, server=args.server)
 
 
+def _finder(_: argparse.Namespace) -> int:
+    from dth.s3.entrypoints import EngineEnvironment, run_finder
+
+    return run_finder(EngineEnvironment.from_environment())
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from dth.s3.entrypoints import EngineEnvironment, run_worker
+
+    return run_worker(EngineEnvironment.from_environment(), exit_when_idle=args.exit_when_idle)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dth", description="Data Transfer Hub: move object storage and images.")
     parser.add_argument("--version", action="version", version=f"dth {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    parser.add_argument("--log-format", choices=["text", "json"], default="text")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("DTH_LOG_FORMAT"),
+        help="default: text, json for the container entrypoints (or $DTH_LOG_FORMAT)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s3_parser = commands.add_parser("s3", help="S3 transfers")
@@ -46,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     sync = s3_commands.add_parser("sync", help="copy what differs from one bucket/prefix to another")
     s3.add_sync_arguments(sync)
     sync.set_defaults(handler=s3.sync_command)
+
+    finder = s3_commands.add_parser("finder", help="container entrypoint: one scan, config from DTH_* variables")
+    finder.set_defaults(handler=_finder, log_format_default="json")
+    worker = s3_commands.add_parser("worker", help="container entrypoint: work the queue until SIGTERM")
+    worker.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="also stop once idle this long")
+    worker.set_defaults(handler=_worker, log_format_default="json")
 
     run = commands.add_parser("run", help="run a TransferTask manifest locally on the embedded default")
     run.add_argument("manifest", type=Path)
@@ -69,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logs.configure(level, json_lines=args.log_format == "json")
+    # Container entrypoints log their progress; interactive commands only what needs attention.
+    quiet_level = logging.INFO if getattr(args, "log_format_default", None) else logging.WARNING
+    level = {0: quiet_level, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    log_format = args.log_format or getattr(args, "log_format_default", "text")
+    logs.configure(level, json_lines=log_format == "json")
     try:
         code: int = args.handler(args)
     except DthError as error:
