@@ -77,3 +77,93 @@ def moto_site(moto_server: MotoServer) -> S3Site:
 def unique_name() -> str:
     """A fresh bucket-safe name for this test, like ``t-1a2b3c4d``."""
     return f"t-{uuid.uuid4().hex[:8]}"
+
+
+# --- container registries (the image engine) -------------------------------------------------------
+# Imports here rather than at the top: this section is appended as a whole.
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from dth.devtools.registry import DockerRegistry  # noqa: E402
+
+REGISTRY_USER = "dth-user"
+REGISTRY_PASSWORD = "s3cret-Registry-Pass"  # tests check it never shows in output
+
+
+def _require_registry_tools() -> None:
+    from dth.devtools.registry import missing_binaries as missing_registry_binaries
+
+    missing = missing_registry_binaries() + ([] if shutil.which("skopeo") else ["skopeo"])
+    if missing:
+        _unavailable(
+            f"registry tools are not installed (missing {', '.join(missing)}; "
+            "apt-get install docker-registry skopeo apache2-utils)"
+        )
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[DockerRegistry]:
+    """A fresh docker-registry on 127.0.0.1 without auth (its storage under the test's tmp_path)."""
+    _require_registry_tools()
+    server = DockerRegistry(tmp_path / "registry")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def auth_registry(tmp_path: Path) -> Iterator[DockerRegistry]:
+    """A fresh docker-registry on 127.0.0.1 behind htpasswd basic auth (REGISTRY_USER/REGISTRY_PASSWORD)."""
+    _require_registry_tools()
+    server = DockerRegistry(
+        tmp_path / "auth-registry", htpasswd_user=REGISTRY_USER, htpasswd_password=REGISTRY_PASSWORD
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+# --- Kubernetes API server (the operator) ----------------------------------------------------------
+# Imports here rather than at the top: this section is appended as a whole.
+import pathlib  # noqa: E402
+
+from dth.devtools.kubernetes import LocalKubernetes  # noqa: E402
+from dth.devtools.kubernetes import missing_binaries as missing_kubernetes_binaries  # noqa: E402
+
+TRANSFERTASK_CRD = pathlib.Path(__file__).resolve().parents[1] / "crds" / "transfertask.yaml"
+
+
+@pytest.fixture(scope="session")
+def kubernetes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKubernetes]:
+    """A started etcd + kube-apiserver (v1.20) + kube-controller-manager on 127.0.0.1; no kubelet."""
+    missing = missing_kubernetes_binaries()
+    if missing:
+        _unavailable(
+            f"the Kubernetes test server is not installed (missing {', '.join(missing)}; run bash .ci/kubernetes.sh)"
+        )
+    # Under pytest's temp dir, so the logs outlive a failed session.
+    cluster = LocalKubernetes(tmp_path_factory.mktemp("kubernetes"))
+    cluster.start(timeout=120)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(kubernetes: LocalKubernetes) -> pathlib.Path:
+    """The admin kubeconfig of the session's API server."""
+    return kubernetes.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def transfertask_crd(kubernetes: LocalKubernetes) -> str:
+    """The TransferTask CRD (crds/transfertask.yaml), applied with kubectl and Established; its name."""
+    kubernetes.kubectl("apply", "-f", str(TRANSFERTASK_CRD))
+    name = "transfertasks.dth.io"
+    kubernetes.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+    return name

@@ -474,7 +474,9 @@ def test_invalid_manifest_is_rejected(path: str, value: Any, complaint_at: str) 
     assert all(e.startswith(complaint_at) for e in errors), errors
 
 
-@pytest.mark.parametrize("missing", ["type", "source", "destination", "source.bucket"])
+# Not source.bucket: an Image task's source has none, and the schema requires only what every task type
+# requires (the model still does: test_spec).
+@pytest.mark.parametrize("missing", ["type", "source", "destination"])
 def test_missing_required_field_is_rejected(missing: str) -> None:
     spec = copy.deepcopy(VALID_SPEC)
     *parents, last = missing.split(".")

@@ -250,7 +250,7 @@ def test_sizes_in_a_spec() -> None:
         ),
         pytest.param(spec(schedule="every hour"), "spec.schedule", "pattern", id="bad-schedule"),
         pytest.param(spec(events="Sometimes"), "spec.events", "'CreateAndDelete'", id="bad-events"),
-        pytest.param(spec(type="Image"), "spec.type", "must be one of S3", id="bad-type"),
+        pytest.param(spec(type="Ftp"), "spec.type", "must be one of S3, Image", id="bad-type"),
         pytest.param(spec(destination="dst-bucket"), "spec.destination", "", id="destination-not-a-mapping"),
     ],
 )

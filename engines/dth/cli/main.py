@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dth import __version__, logs
-from dth.cli import s3
+from dth.cli import image, s3
 from dth.errors import DthError
 
 
@@ -47,6 +47,18 @@ def _worker(args: argparse.Namespace) -> int:
     return run_worker(EngineEnvironment.from_environment(), exit_when_idle=args.exit_when_idle)
 
 
+def _add_ecs_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    from dth.devtools.ecs_runner import add_arguments
+
+    add_arguments(parser)
+
+
+def _ecs_runner(args: argparse.Namespace) -> int:
+    from dth.devtools.ecs_runner import run_command
+
+    return run_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dth", description="Data Transfer Hub: move object storage and images.")
     parser.add_argument("--version", action="version", version=f"dth {__version__}")
@@ -71,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="also stop once idle this long")
     worker.set_defaults(handler=_worker, log_format_default="json")
 
+    image.register(commands)
+
     run = commands.add_parser("run", help="run a TransferTask manifest locally on the embedded default")
     run.add_argument("manifest", type=Path)
     s3.add_run_arguments(run)
@@ -82,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     crd = commands.add_parser("crd", help="print the TransferTask CustomResourceDefinition")
     crd.set_defaults(handler=_crd)
+
+    dev = commands.add_parser("dev", help="development tools")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="COMMAND")
+    ecs_runner = dev_commands.add_parser(
+        "ecs-runner", help="run moto's ECS services, RunTask tasks and EventBridge ECS targets as local processes"
+    )
+    _add_ecs_runner_arguments(ecs_runner)
+    ecs_runner.set_defaults(handler=_ecs_runner)
 
     demo = commands.add_parser("demo", help="start a local S3 server, fill a bucket and sync it")
     demo.add_argument("--objects", type=int, default=300)

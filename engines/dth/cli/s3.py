@@ -201,6 +201,10 @@ def sync_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     task = load_manifest(args.manifest)
     spec = task.spec
+    if not isinstance(spec, S3TaskSpec):  # an Image task: the image engine
+        from dth.cli.image import run_task
+
+        return run_task(task, args)
     if args.dry_run:
         spec = spec.model_copy(update={"options": spec.options.model_copy(update={"dry_run": True})})
     return execute(spec, f"{task.metadata.namespace}-{task.metadata.name}", args, task.metadata.namespace)

@@ -30,19 +30,23 @@ class Fault:
     method: str | None = None
     path_contains: str | None = None  # matched against the decoded path (bucket/key)
     query_contains: str | None = None
+    body_contains: str | None = None  # for form-encoded APIs (CloudFormation: "Action=CreateStack")
     status: int = 500
     code: str = "InternalError"
+    protocol: str = "s3"  # the error document's shape: "s3", or "query" (CloudFormation, SQS's XML, IAM...)
     reset: bool = False
     delay: float = 0.0
     times: int | None = None
     hits: int = field(default=0, init=False)
 
-    def matches(self, method: str, path: str, query: str) -> bool:
+    def matches(self, method: str, path: str, query: str, body: bytes = b"") -> bool:
         if self.times is not None and self.hits >= self.times:
             return False
         if self.method and self.method != method:
             return False
         if self.path_contains and self.path_contains not in path:
+            return False
+        if self.body_contains and self.body_contains.encode() not in body:
             return False
         return not (self.query_contains and self.query_contains not in query)
 
@@ -73,11 +77,11 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
 
-    def _fault_for(self, method: str, path: str, query: str) -> Fault | None:
+    def _fault_for(self, method: str, path: str, query: str, body: bytes) -> Fault | None:
         with self._lock:
             self.requests += 1
             for fault in self.faults:
-                if fault.matches(method, path, query):
+                if fault.matches(method, path, query, body):
                     fault.hits += 1
                     return fault
         return None
@@ -109,7 +113,7 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 split = urlsplit(self.path)
-                fault = proxy._fault_for(self.command, unquote(split.path), split.query)
+                fault = proxy._fault_for(self.command, unquote(split.path), split.query, body)
                 if fault and fault.reset:
                     # RST instead of FIN: the client sees "connection reset by peer".
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -139,10 +143,12 @@ class FaultProxy:
                     self.wfile.write(payload)
 
             def _error(self, fault: Fault) -> None:
-                payload = (
-                    f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
-                    f"<Message>injected by the test proxy</Message></Error>"
-                ).encode()
+                error = f"<Code>{fault.code}</Code><Message>injected by the test proxy</Message>"
+                if fault.protocol == "query":
+                    document = f"<ErrorResponse><Error><Type>Sender</Type>{error}</Error><RequestId>0</RequestId></ErrorResponse>"
+                else:
+                    document = f"<Error>{error}</Error>"
+                payload = f'<?xml version="1.0" encoding="UTF-8"?>{document}'.encode()
                 self.send_response(fault.status)
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(payload)))

@@ -9,7 +9,8 @@ so a field added to the model gets a variable without anyone remembering to add 
 - booleans are `true`/`false`, numbers and sizes decimal bytes, enums their value, lists of strings a JSON
   array, strings themselves;
 - an empty string (or a missing variable) means the field is unset: the model's default applies, and an
-  optional block (`credentials`) is absent when none of its fields is set.
+  optional block (`credentials`) is absent when none of its fields is set;
+- a `DTH_SPEC_*` variable that names no field is an error, as an unknown field in a manifest is.
 
 `spec_from_environment(spec_environment(spec)) == spec` for every spec whose optional strings are not
 empty strings (an empty optional string reads back as unset).
@@ -224,6 +225,10 @@ def spec_from_environment(env: Mapping[str, str]) -> S3TaskSpec:
         for name in leaf.path[:-1]:
             target = target.setdefault(name, {})
         target[leaf.path[-1]] = value
+    known = {leaf.env_name for leaf in by_path.values()}
+    unknown = sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)
+    if unknown:
+        problems.append(f"{', '.join(unknown)}: no such field (a typo?)")
     if problems:
         raise SpecError("; ".join(problems))
     data.setdefault("type", "S3")

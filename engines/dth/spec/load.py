@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from dth.errors import SpecError
 from dth.spec.model import TASK_TYPES, TaskSpec, TransferTask
 
 
+@functools.cache
+def _task_spec_adapter() -> TypeAdapter[TaskSpec]:
+    """TaskSpec is a discriminated union: validated through an adapter (built on first use), not a model."""
+    return TypeAdapter(TaskSpec)
+
+
 def _field_path(loc: tuple[int | str, ...], root: str) -> str:
     path = root
-    for part in loc:
+    for index, part in enumerate(loc):
         if isinstance(part, int):
             path += f"[{part}]"
         # pydantic adds the tag of a tagged union or a function name to the location: not a field.
-        elif part.startswith("function-") or (part in TASK_TYPES and path.endswith(".spec")):
+        # The task type's tag comes first in a spec's own errors, and right after `spec` in a manifest's.
+        elif part.startswith("function-") or (
+            part in TASK_TYPES and ((index == 0 and root) or (index > 0 and loc[index - 1] == "spec"))
+        ):
             continue
         else:
             path += f".{part}" if path else part
@@ -43,7 +53,7 @@ def parse_task_spec(raw: Any, root: str = "spec") -> TaskSpec:
     if task_type not in TASK_TYPES:
         raise SpecError(f"{root}.type: must be one of {', '.join(TASK_TYPES)} (got {task_type!r})")
     try:
-        return TaskSpec.model_validate(raw)
+        return _task_spec_adapter().validate_python(raw)
     except ValidationError as error:
         raise SpecError(describe_validation_error(error, root)) from None
 

@@ -326,9 +326,12 @@ class S3TaskSpec(SpecModel):
         return self
 
 
-# The union grows a member per plugin (the image task arrives with the image-sync engine).
-TaskSpec = S3TaskSpec
-TASK_TYPES = ("S3",)
+# The union grows a member per plugin. The image task's models import this module's bases, so they are
+# imported here, below everything they use (dth/spec/__init__.py imports this module first).
+from dth.spec.image import ImageTaskSpec  # noqa: E402
+
+TaskSpec = Annotated[S3TaskSpec | ImageTaskSpec, Field(discriminator="type")]
+TASK_TYPES = ("S3", "Image")
 
 
 class ObjectMeta(BaseModel):

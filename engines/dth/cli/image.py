@@ -1,0 +1,399 @@
+"""`dth image sync` (standalone), `dth image sync-env` (the container entrypoint) and `dth run` of an Image
+task: flags, environment and manifests become the same spec model, run by the same engine.
+
+`dth image sync-env` reads: DTH_TASK_SPEC (the Image task's spec as JSON or YAML; or DTH_TASK_SPEC_FILE),
+DTH_TASK_NAME, DTH_NAMESPACE, DTH_DRY_RUN, and where to record status: DTH_TABLE_NAME with AWS_REGION (and
+optional AWS_ENDPOINT_URL) for DynamoDB, else the SQLite file DTH_STATE_PATH (default under DTH_STATE_DIR).
+It prints the JSON report on stdout and logs JSON lines on stderr.
+
+Exit codes as for S3: 0 when every image found was copied or skipped (already there); 1 when some failed
+(listed, with the reason); 2 for bad input, or a registry that is unreachable or refuses the credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import yaml
+
+from dth.errors import DthError, SpecError
+from dth.image.refs import parse_ecr_host
+from dth.image.sync import FAILED, TO_COPY, ImageOutcome, ImageSync, ImageSyncResult
+from dth.spec.image import ImageTaskSpec, MultiArch, RegistryType
+from dth.spec.load import parse_task_spec
+from dth.spec.model import TransferCounters, TransferTask
+from dth.state.store import StatusStore
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+EXIT_OK = 0
+EXIT_INCOMPLETE = 1
+EXIT_ERROR = 2
+MAX_LISTED = 50
+
+
+# --------------------------------------------------------------------------------------------------
+# flags
+
+
+def register(commands: Any) -> None:
+    """Add `dth image ...` to the top-level subcommands."""
+    parser = commands.add_parser("image", help="container image transfers")
+    image_commands = parser.add_subparsers(dest="image_command", required=True, metavar="COMMAND")
+    sync = image_commands.add_parser(
+        "sync",
+        help="copy images that differ from one registry (or ECR) to another",
+        description="Copy container images with skopeo, skipping every image whose manifest digest the "
+        "destination already has. SOURCE is a registry host; DESTINATION is a host, optionally with a "
+        "repository prefix (host/mirror/). ECR hosts (ACCOUNT.dkr.ecr.REGION.amazonaws.com[.cn]) are "
+        "recognised.",
+    )
+    add_sync_arguments(sync)
+    sync.set_defaults(handler=sync_command)
+    env = image_commands.add_parser(
+        "sync-env",
+        help="container entrypoint: one sync, configured by DTH_TASK_SPEC (and DTH_TASK_NAME)",
+    )
+    env.set_defaults(handler=env_command, log_format_default="json")
+
+
+def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="SOURCE", help="registry host[:port], e.g. quay.io")
+    parser.add_argument("destination", metavar="DESTINATION", help="registry host[:port][/prefix]")
+    what = parser.add_argument_group("which images (exactly one of --image, --all, --ssm-parameter)")
+    what.add_argument(
+        "--image",
+        "-i",
+        dest="images",
+        action="append",
+        default=[],
+        metavar="REPO[:TAG]",
+        help="an image; the tag defaults to latest, REPO:ALL_TAGS means every tag (repeat, or separate by commas)",
+    )
+    what.add_argument("--all", action="store_true", help="every repository and tag of the source")
+    what.add_argument("--ssm-parameter", help="an SSM parameter holding the image list (as DTH keeps it)")
+    what.add_argument("--tag-regex", help="only tags matching this regular expression")
+    what.add_argument("--semver", help="only tags that are versions in this range, e.g. '>=1.2 <2'")
+    for role, flag in (("source", "source"), ("destination", "dest")):
+        group = parser.add_argument_group(f"{role}")
+        group.add_argument(f"--{flag}-type", choices=[t.value for t in RegistryType], help="default: from the host")
+        group.add_argument(f"--{flag}-account-id", help="Amazon_ECR: account (default: from the host)")
+        group.add_argument(f"--{flag}-region", help="Amazon_ECR: region (default: from the host)")
+        group.add_argument(f"--{flag}-endpoint", help="Amazon_ECR: ECR API endpoint URL")
+        group.add_argument(f"--{flag}-insecure", action="store_true", help="plain HTTP or unverified TLS")
+        group.add_argument(f"--{flag}-profile", help="Amazon_ECR: AWS profile")
+        group.add_argument(
+            f"--{flag}-credentials-env",
+            metavar="PREFIX",
+            help="Registry: read PREFIX_USERNAME and PREFIX_PASSWORD from the environment",
+        )
+        group.add_argument(f"--{flag}-secrets-manager-arn", help="a Secrets Manager secret with the credentials")
+    parser.add_argument("--insecure", action="store_true", help="both registries: plain HTTP or unverified TLS")
+    how = parser.add_argument_group("how")
+    how.add_argument("--multi-arch", choices=[m.value for m in MultiArch], help="default all")
+    how.add_argument("--concurrency", type=int, help="images at once (default 10)")
+    how.add_argument("--max-retries", type=int, help="attempts per image after the first (default 3)")
+    how.add_argument("--no-create-repositories", action="store_true", help="ECR: do not create repositories")
+    add_run_arguments(parser)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, copy nothing")
+    parser.add_argument("--output", choices=["text", "json"], default="text")
+    parser.add_argument("--state", type=Path, help="SQLite file for the status (default: per task)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _side(args: argparse.Namespace, flag: str, text: str, role: str) -> dict[str, Any]:
+    host, _, prefix = text.strip().removeprefix("docker://").partition("/")
+    if not host:
+        raise SpecError(f"{role} {text!r} names no registry host")
+    if prefix and role == "source":
+        raise SpecError(f"source {text!r}: name the registry host only; images go in --image")
+    side: dict[str, Any] = {"registry": host}
+    kind = getattr(args, f"{flag}_type")
+    side["type"] = kind or (RegistryType.AMAZON_ECR.value if parse_ecr_host(host) else RegistryType.REGISTRY.value)
+    for option, field in (("account_id", "accountId"), ("region", "region"), ("endpoint", "endpoint")):
+        value = getattr(args, f"{flag}_{option}")
+        if value:
+            side[field] = value
+    if getattr(args, f"{flag}_insecure") or args.insecure:
+        side["insecure"] = True
+    credentials = {
+        field: getattr(args, f"{flag}_{option}")
+        for option, field in (
+            ("profile", "profile"),
+            ("credentials_env", "env"),
+            ("secrets_manager_arn", "secretsManagerArn"),
+        )
+        if getattr(args, f"{flag}_{option}")
+    }
+    if credentials:
+        side["credentials"] = credentials
+    if prefix:
+        side["prefix"] = prefix if prefix.endswith("/") else prefix + "/"
+    return side
+
+
+def spec_from_arguments(args: argparse.Namespace) -> ImageTaskSpec:
+    source = _side(args, "source", args.source, "source")
+    destination = _side(args, "dest", args.destination, "destination")
+    images: dict[str, Any] = {}
+    if args.all:
+        images["all"] = True
+    names = [part.strip() for entry in args.images for part in entry.split(",") if part.strip()]
+    if names:
+        images["names"] = names
+    if args.ssm_parameter:
+        images["ssmParameter"] = args.ssm_parameter
+    if args.tag_regex:
+        images["tagRegex"] = args.tag_regex
+    if args.semver:
+        images["semver"] = args.semver
+    source["images"] = images
+    options: dict[str, Any] = {"dryRun": args.dry_run, "createRepositories": not args.no_create_repositories}
+    for flag, field in (("multi_arch", "multiArch"), ("concurrency", "concurrency"), ("max_retries", "maxRetries")):
+        if getattr(args, flag) is not None:
+            options[field] = getattr(args, flag)
+    spec = parse_task_spec({"type": "Image", "source": source, "destination": destination, "options": options})
+    assert isinstance(spec, ImageTaskSpec)
+    return spec
+
+
+# --------------------------------------------------------------------------------------------------
+# running and reporting
+
+
+class ImageProgress:
+    """A live bar of images, fed by the runner's counter snapshots."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[count]}"),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+            console=Console(file=stream),
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ImageProgress:
+        self._progress.start()
+        self._task = self._progress.add_task("listing", total=None, count="", detail="")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._progress.stop()
+
+    def update(self, counters: TransferCounters, planned: bool) -> None:
+        assert self._task is not None
+        done = counters.copied + counters.skipped + counters.failed
+        self._progress.update(
+            self._task,
+            description="copying" if planned else "listing",
+            completed=done,
+            total=counters.found or None,
+            count=f"{done}/{counters.found} images" if planned else "",
+            detail=f"{counters.copied} copied, {counters.skipped} unchanged, {counters.failed} failed",
+        )
+
+
+def summary_line(result: ImageSyncResult) -> str:
+    c = result.counters
+    if result.dry_run:
+        return (
+            f"dry run: {len(result.to_copy)} to copy, {c.skipped} unchanged, {c.failed} failed, "
+            f"of {c.found} found in {result.elapsed:.1f} s"
+        )
+    return (
+        f"{'done' if result.accounted else 'INCOMPLETE'}: copied {c.copied}, skipped {c.skipped} (unchanged), "
+        f"failed {c.failed}, of {c.found} images in {result.elapsed:.1f} s"
+    )
+
+
+def print_text(result: ImageSyncResult, out: TextIO = sys.stdout) -> None:
+    print(summary_line(result), file=out)
+    if result.error:
+        print(f"error: {result.error}", file=out)
+    failed = result.failed
+    for outcome in failed[:MAX_LISTED]:
+        tries = f" ({outcome.attempts} attempts)" if outcome.attempts > 1 else ""
+        print(f"failed: {outcome.key}: {outcome.reason}{tries}", file=out)
+    if len(failed) > MAX_LISTED:
+        print(f"... and {len(failed) - MAX_LISTED} more (see --output json)", file=out)
+
+
+def print_plan_line(outcome: ImageOutcome, out: TextIO = sys.stdout) -> None:
+    """A dry run's plan, one image per line."""
+    if outcome.state == TO_COPY:
+        print(f"copy {outcome.key} -> {outcome.destination} ({outcome.source_digest}; {outcome.reason})", file=out)
+    elif outcome.state == FAILED:
+        print(f"fail {outcome.key}: {outcome.reason}", file=out)
+
+
+def as_json(result: ImageSyncResult) -> dict[str, Any]:
+    def image(o: ImageOutcome) -> dict[str, Any]:
+        return {
+            "image": o.key,
+            "destination": o.destination,
+            "state": o.state,
+            "sourceDigest": o.source_digest,
+            "destinationDigest": o.destination_digest,
+            "attempts": o.attempts,
+            "seconds": round(o.seconds, 3),
+            "reason": o.reason,
+        }
+
+    c = result.counters
+    return {
+        "run": result.run_id,
+        "ok": result.error is None and (result.accounted or (result.dry_run and c.failed == 0)),
+        "dryRun": result.dry_run,
+        "elapsedSeconds": round(result.elapsed, 3),
+        "counters": {"found": c.found, "copied": c.copied, "skipped": c.skipped, "failed": c.failed},
+        "error": result.error,
+        "failed": [image(o) for o in result.failed],
+        "images": [image(o) for o in result.images],
+    }
+
+
+def exit_code(result: ImageSyncResult) -> int:
+    if result.error:
+        return EXIT_ERROR
+    if result.dry_run:
+        return EXIT_OK if result.counters.failed == 0 else EXIT_INCOMPLETE
+    return EXIT_OK if result.accounted else EXIT_INCOMPLETE
+
+
+def execute(
+    spec: ImageTaskSpec,
+    task_name: str,
+    args: argparse.Namespace,
+    namespace: str = "default",
+    store: StatusStore | None = None,
+) -> int:
+    output = getattr(args, "output", "text")
+    dry_run = spec.options.dry_run
+    show_bar = output == "text" and not args.no_progress and sys.stderr.isatty() and not dry_run
+    display = ImageProgress() if show_bar else None
+    sync = ImageSync(
+        spec,
+        task_name=task_name,
+        state_path=getattr(args, "state", None),
+        namespace=namespace,
+        store=store,
+        on_progress=display.update if display else None,
+        on_image=print_plan_line if dry_run and output == "text" else None,
+    )
+    try:
+        if display:
+            with display:
+                result = sync.run()
+        else:
+            result = sync.run()
+    except DthError as error:
+        print(f"dth: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if output == "json":
+        print(json.dumps(as_json(result), ensure_ascii=False))
+    else:
+        print_text(result)
+    if result.error:
+        print(f"dth: error: {result.error}", file=sys.stderr)
+    return exit_code(result)
+
+
+def sync_command(args: argparse.Namespace) -> int:
+    spec = spec_from_arguments(args)
+    name = f"image-{spec.source.host()}-{spec.destination.host()}{spec.destination.prefix}"
+    return execute(spec, name.replace("/", "_").replace(":", "_"), args)
+
+
+def run_task(task: TransferTask, args: argparse.Namespace) -> int:
+    """`dth run task.yaml` for an Image task."""
+    spec = task.spec
+    assert isinstance(spec, ImageTaskSpec)
+    if args.dry_run:
+        spec = spec.model_copy(update={"options": spec.options.model_copy(update={"dry_run": True})})
+    return execute(spec, f"{task.metadata.namespace}-{task.metadata.name}", args, task.metadata.namespace)
+
+
+# --------------------------------------------------------------------------------------------------
+# container entrypoint
+
+
+def spec_from_environment(environ: dict[str, str] | None = None) -> tuple[ImageTaskSpec, str, str, Path | None]:
+    """(spec, task name, namespace, state file) from DTH_TASK_SPEC (JSON or YAML; or DTH_TASK_SPEC_FILE),
+    DTH_TASK_NAME, DTH_NAMESPACE, DTH_STATE_PATH (the SQLite file, unless DTH_TABLE_NAME names a DynamoDB
+    table) and DTH_DRY_RUN."""
+    env = dict(os.environ if environ is None else environ)
+    raw = env.get("DTH_TASK_SPEC", "").strip()
+    where = "DTH_TASK_SPEC"
+    if not raw and env.get("DTH_TASK_SPEC_FILE"):
+        where = env["DTH_TASK_SPEC_FILE"]
+        try:
+            raw = Path(where).read_text(encoding="utf-8")
+        except OSError as error:
+            raise SpecError(f"DTH_TASK_SPEC_FILE {where}: cannot read it ({error.strerror})") from None
+    if not raw:
+        raise SpecError("DTH_TASK_SPEC is not set (the Image task's spec, as JSON or YAML)")
+    try:
+        data = yaml.safe_load(raw)  # JSON is YAML
+    except yaml.YAMLError as error:
+        raise SpecError(f"{where} is neither JSON nor YAML: {getattr(error, 'problem', None) or error}") from None
+    if isinstance(data, dict) and "spec" in data and "type" not in data:
+        data = data["spec"]  # a whole TransferTask is fine too
+    spec = parse_task_spec(data)
+    if not isinstance(spec, ImageTaskSpec):
+        raise SpecError(f"{where}: spec.type is {spec.type}, this entrypoint runs Image tasks")
+    if env.get("DTH_DRY_RUN", "").strip().lower() in ("1", "true", "yes"):
+        spec = spec.model_copy(update={"options": spec.options.model_copy(update={"dry_run": True})})
+    name = env.get("DTH_TASK_NAME", "").strip() or "image-sync"
+    namespace = env.get("DTH_NAMESPACE", "").strip() or "default"
+    state = env.get("DTH_STATE_PATH", "").strip()
+    return spec, name, namespace, Path(state) if state else None
+
+
+def store_from_environment(environ: dict[str, str] | None = None) -> StatusStore | None:
+    """The DynamoDB status store when DTH_TABLE_NAME names one (on AWS: AWS_REGION, optional
+    AWS_ENDPOINT_URL); None for the SQLite default."""
+    env = dict(os.environ if environ is None else environ)
+    table = env.get("DTH_TABLE_NAME", "").strip()
+    if not table:
+        return None
+    import boto3
+
+    from dth.state.dynamodb import DynamoStatusStore
+
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise SpecError("DTH_TABLE_NAME is set, but not AWS_REGION")
+    client = boto3.client("dynamodb", region_name=region, endpoint_url=env.get("AWS_ENDPOINT_URL") or None)
+    return DynamoStatusStore(client, table, close_client=True)
+
+
+def env_command(args: argparse.Namespace) -> int:
+    spec, name, namespace, state = spec_from_environment()
+    store = store_from_environment()
+    started = time.monotonic()
+    run_args = argparse.Namespace(output="json", state=state, no_progress=True)
+    try:
+        code = execute(spec, name, run_args, namespace, store)
+    finally:
+        if store is not None:
+            store.close()
+    print(f"dth image sync-env: exit {code} after {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return code
