@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -90,9 +91,17 @@ class EventTranslator:
         self.spec = spec
         self.store = store
         self.selected = KeyFilter(spec.options.include, spec.options.exclude)
+        self._lock = threading.Lock()
+
+    def _run(self) -> str:
+        """The run that events count in: the task's latest, found (or started, before any scan) under a
+        lock, so that workers handling events at once never start two runs."""
+        with self._lock:
+            run_id = self.store.latest_run(self.task_name) or self.store.start_run(self.task_name)
+        return run_id
 
     def work_items(self, events: list[ObjectEvent]) -> list[WorkItem]:
-        run_id = self.store.latest_run(self.task_name) or self.store.start_run(self.task_name)
+        run_id = self._run()
         items: list[WorkItem] = []
         for event in events:
             item = self._work_item(run_id, event)
