@@ -99,6 +99,14 @@ def spec_for(source_bucket: str, dest_bucket: str, endpoint: str) -> S3TaskSpec:
     return spec
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. Not ru_maxrss: across fork and exec it keeps the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def measure(source: S3Side, destination: S3Side, spec: S3TaskSpec, keys: int) -> dict[str, Any]:
     """One full scan into the embedded SQLite queue and store, as `dth s3 sync` runs it."""
     with tempfile.TemporaryDirectory() as state, ThreadPoolExecutor(max_workers=1) as parts:
@@ -115,7 +123,7 @@ def measure(source: S3Side, destination: S3Side, spec: S3TaskSpec, keys: int) ->
         "keys_per_second": round(keys / elapsed),
         "found": report.found,
         "queued": queued,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
