@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from dth.devtools.ecs_runner import EcsRunner
+from dth.devtools.faultproxy import Fault, FaultProxy
 from dth.devtools.kubernetes import LocalKubernetes
 from dth.devtools.moto import MotoServer
 from dth.devtools.ports import free_port
@@ -167,6 +170,51 @@ def parameters(stack: dict[str, Any]) -> dict[str, str]:
     return {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
 
 
+def test_apply_runs_the_transfer_and_reports_success(
+    cluster: Cluster,
+    start_operator: Callable[..., Any],
+    aws: LocalStacks,
+    moto_server: MotoServer,
+    rgw_site: S3Site,
+    unique_name: str,
+    tmp_path: Path,
+) -> None:
+    client = rgw_site.client()
+    client.create_bucket(Bucket=f"{unique_name}-a")
+    client.create_bucket(Bucket=f"{unique_name}-b")
+    for number in range(12):
+        client.put_object(Bucket=f"{unique_name}-a", Key=f"data/{number:02d}", Body=os.urandom(500 + number))
+    cluster.apply(secret("rgw-keys", rgw_site))
+    start_operator()
+    cluster.apply(transfer_task("copy", rgw_site, f"{unique_name}-a", f"{unique_name}-b"))
+    (stack,) = wait_for(lambda: stacks(aws, unique_name), what="the plugin stack")
+    assert stack["StackName"] == f"dth-{unique_name}-copy"
+    assert parameters(stack)["SourceBucket"] == f"{unique_name}-a"
+    assert parameters(stack)["SourceCredentialsSecretsManagerArn"].startswith("arn:aws:secretsmanager:")
+    assert rgw_site.secret_key not in json.dumps(stack, default=str)
+    with EcsRunner(moto_server.endpoint_url, log_dir=tmp_path / "ecs", poll_interval=0.5):
+        wait_for(lambda: cluster.phase("copy") == "Succeeded", timeout=180, what="phase Succeeded")
+    status = cluster.status("copy")
+    assert status["objects"]["found"] == 12
+    assert status["objects"]["copied"] == 12
+    assert status["objects"]["failed"] == 0
+    assert status["progress"] == "12/12"
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True",
+        "StackSynced": "True",
+        "Degraded": "False",
+    }
+    copied = client.list_objects_v2(Bucket=f"{unique_name}-b")["Contents"]
+    assert len(copied) == 12
+    table = cluster.kubectl("get", "tt").stdout
+    assert "Succeeded" in table and "12/12" in table
+    assert rgw_site.secret_key not in json.dumps(status)
+    port = start_operator.metrics_port  # type: ignore[attr-defined]
+    exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'dth_tasks{phase="Succeeded"} 1.0' in exposition
+    assert f'dth_task_objects{{name="copy",namespace="{unique_name}",outcome="copied"}} 12.0' in exposition
+
+
 def test_invalid_specs_get_a_condition_that_names_the_problem(
     cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, rgw_site: S3Site
 ) -> None:
@@ -187,3 +235,76 @@ def test_invalid_specs_get_a_condition_that_names_the_problem(
         timeout=30,
         what="an Event on the resource",
     )
+
+
+def test_update_suspend_delete_and_retain(
+    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, rgw_site: S3Site, unique_name: str
+) -> None:
+    cluster.apply(secret("rgw-keys", rgw_site))
+    start_operator()
+    task = transfer_task("lifecycle", rgw_site, f"{unique_name}-a", f"{unique_name}-b")
+    cluster.apply(task)
+    wait_for(lambda: stacks(aws, unique_name), what="the stack")
+    task["spec"]["options"]["workers"] = 9
+    cluster.apply(task)
+    wait_for(lambda: parameters(stacks(aws, unique_name)[0])["OptionsWorkers"] == "9", what="the update")
+    task["spec"]["suspend"] = True
+    cluster.apply(task)
+    wait_for(lambda: parameters(stacks(aws, unique_name)[0])["Suspend"] == "true", what="suspend")
+    wait_for(
+        lambda: cluster.phase("lifecycle") == "Suspended",
+        what="phase Suspended",
+        detail=lambda: cluster.status("lifecycle"),
+    )
+    cluster.kubectl("delete", "tt", "lifecycle", "--wait=false")
+    wait_for(lambda: cluster.task("lifecycle") is None, what="the finalizer to let go")
+    assert stacks(aws, unique_name) == []
+
+    kept = transfer_task("kept", rgw_site, f"{unique_name}-a", f"{unique_name}-c")
+    kept["metadata"]["annotations"] = {"dth.io/deletion-policy": "retain"}
+    cluster.apply(kept)
+    wait_for(lambda: stacks(aws, unique_name), what="the retained task's stack")
+    cluster.kubectl("delete", "tt", "kept", "--wait=false")
+    wait_for(lambda: cluster.task("kept") is None, what="the retained task to go")
+    assert [s["StackName"] for s in stacks(aws, unique_name)] == [f"dth-{unique_name}-kept"]
+
+
+def test_restart_mid_provisioning_adopts_the_stack_and_throttling_is_retried(
+    cluster: Cluster,
+    start_operator: Callable[..., Any],
+    aws: LocalStacks,
+    moto_server: MotoServer,
+    rgw_site: S3Site,
+    unique_name: str,
+) -> None:
+    cluster.apply(secret("rgw-keys", rgw_site))
+    with FaultProxy(moto_server.endpoint_url) as proxy:
+        throttled = proxy.add(
+            Fault(
+                method="POST",
+                body_contains="Action=CreateStack",
+                status=400,
+                code="Throttling",
+                protocol="query",
+                times=4,
+            )
+        )
+        first = start_operator(proxy.url)
+        cluster.apply(transfer_task("adopt", rgw_site, f"{unique_name}-a", f"{unique_name}-b"))
+        wait_for(lambda: stacks(aws, unique_name), timeout=120, what="the stack despite throttling")
+        assert throttled.hits == 4  # more than botocore's own attempts: kopf retried the handler
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=20)
+    # Forget what the operator wrote, as if it died before recording the stack: it must adopt, not duplicate.
+    cluster.kubectl(
+        "patch",
+        "tt",
+        "adopt",
+        "--type=merge",
+        "-p",
+        json.dumps({"metadata": {"annotations": {"dth.io/last-handled-configuration": None}}}),
+    )
+    start_operator()
+    wait_for(lambda: cluster.phase("adopt") in {"Running", "Provisioning", "Succeeded"}, what="the task to resume")
+    time.sleep(3)
+    assert len(stacks(aws, unique_name)) == 1

@@ -60,7 +60,7 @@ def write_status(namespace: str, name: str, status: dict[str, Any]) -> None:
 
     try:
         kubernetes_client().patch_namespaced_custom_object_status(
-            API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status}
+            API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": {k: v for k, v in status.items() if v != ""}}
         )
     except kubernetes.client.ApiException as error:
         if error.status != 404:  # a task deleted meanwhile has no status to write

@@ -75,5 +75,7 @@ def merge_conditions(previous: list[dict[str, Any]], updates: list[Condition]) -
         before = old.get(update.type)
         changed = before is None or before.get("status") != update.status
         stamp = now() if changed or before is None else before.get("lastTransitionTime") or now()
-        merged.append(update.model_copy(update={"last_transition_time": stamp}).model_dump(by_alias=True))
+        dumped = update.model_copy(update={"last_transition_time": stamp}).model_dump(by_alias=True)
+        # Empty strings are left out: this API server stores "" in a status patch as null, then refuses it.
+        merged.append({key: value for key, value in dumped.items() if value not in ("", None)})
     return merged
