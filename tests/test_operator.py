@@ -65,6 +65,14 @@ class Cluster:
         return self.status(name).get("phase")
 
 
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[MotoServer]:
+    """A moto server of these tests' own: stacks that other tests left in the session's server (moto keeps
+    ECS resources and half-created stacks) make its CloudFormation answer describe calls with errors."""
+    with MotoServer() as server:
+        yield server
+
+
 @pytest.fixture
 def aws(moto_server: MotoServer) -> LocalStacks:
     return LocalStacks(moto_server.endpoint_url)
@@ -170,6 +178,7 @@ def parameters(stack: dict[str, Any]) -> dict[str, str]:
     return {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
 
 
+@pytest.mark.operator_e2e
 def test_apply_runs_the_transfer_and_reports_success(
     cluster: Cluster,
     start_operator: Callable[..., Any],
@@ -237,6 +246,7 @@ def test_invalid_specs_get_a_condition_that_names_the_problem(
     )
 
 
+@pytest.mark.operator_e2e
 def test_update_suspend_delete_and_retain(
     cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, rgw_site: S3Site, unique_name: str
 ) -> None:
@@ -269,6 +279,7 @@ def test_update_suspend_delete_and_retain(
     assert [s["StackName"] for s in stacks(aws, unique_name)] == [f"dth-{unique_name}-kept"]
 
 
+@pytest.mark.operator_e2e
 def test_restart_mid_provisioning_adopts_the_stack_and_throttling_is_retried(
     cluster: Cluster,
     start_operator: Callable[..., Any],
