@@ -41,6 +41,7 @@ from typing import IO, Any, Self
 import yaml
 
 from dth.devtools.ports import LOOPBACK, free_ports
+from dth.devtools.processes import kill_group, parent_death_guard, tail_lines
 
 #: Executables the control plane needs; ``kube-controller-manager`` only with ``controller_manager``.
 SERVER_BINARIES = ("etcd", "kube-apiserver", "openssl")
@@ -312,7 +313,7 @@ class LocalKubernetes:
         for path in sorted(self.log_dir.iterdir()):
             if not path.is_file():
                 continue
-            text = _tail_lines(path, lines)
+            text = tail_lines(path, lines)
             if not text:
                 continue
             parts.append(f"----- {path.name} (last {len(text)} lines) -----")
@@ -483,7 +484,7 @@ class LocalKubernetes:
         output = (self.log_dir / f"{name}.log").open("ab")
         self._outputs.append(output)
         return subprocess.Popen(
-            [*_parent_death_guard(self._die_with_parent), *argv],
+            [*parent_death_guard(self._die_with_parent), *argv],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -587,11 +588,11 @@ class LocalKubernetes:
         # The last started first: the controller manager, the API server, then etcd.
         for proc in reversed(self._procs.values()):
             if proc.poll() is None:
-                _kill_group(proc, signal.SIGTERM)
+                kill_group(proc, signal.SIGTERM)
             try:
                 proc.wait(grace)
             except subprocess.TimeoutExpired:
-                _kill_group(proc, signal.SIGKILL)
+                kill_group(proc, signal.SIGKILL)
                 proc.wait()
         self._procs.clear()
         for output in self._outputs:
@@ -602,30 +603,6 @@ class LocalKubernetes:
 def _natural_key(text: str) -> list[tuple[int, int | str]]:
     """Sort key comparing runs of digits as numbers: ``1.20.10`` after ``1.20.9``."""
     return [(0, int(part)) if part.isdigit() else (1, part) for part in re.findall(r"\d+|\D+", text)]
-
-
-def _tail_lines(path: Path, lines: int, max_bytes: int = 256 * 1024) -> list[str]:
-    """The last ``lines`` lines of a file, reading at most its last ``max_bytes`` bytes."""
-    try:
-        with path.open("rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
-    except OSError:
-        return []
-    return data.decode(errors="replace").splitlines()[-lines:]
-
-
-def _parent_death_guard(enabled: bool) -> list[str]:
-    """A command prefix that makes the kernel SIGKILL the command when its parent dies."""
-    setpriv = shutil.which("setpriv") if enabled else None
-    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
-
-
-def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    # Each process leads its own session (start_new_session=True), so its pid is its group id.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
 
 
 def wait_for_signal(cluster: LocalKubernetes) -> int:

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from dth.devtools.ports import LOOPBACK, free_ports
+from dth.devtools.processes import kill_group, parent_death_guard, tail_lines
 from dth.devtools.sites import S3Site
 
 GiB = 1024**3
@@ -251,7 +252,7 @@ class RadosGateway:
         for path in sorted(self.log_dir.iterdir()):
             if not path.is_file():
                 continue
-            text = _tail_lines(path, lines)
+            text = tail_lines(path, lines)
             if not text:
                 continue
             parts.append(f"----- {path.name} (last {len(text)} lines) -----")
@@ -411,7 +412,7 @@ class RadosGateway:
         output = (self.log_dir / f"{name}.out").open("ab")
         self._outputs.append(output)
         return subprocess.Popen(
-            [*_parent_death_guard(self._die_with_parent), *argv],
+            [*parent_death_guard(self._die_with_parent), *argv],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -460,7 +461,7 @@ class RadosGateway:
         try:
             code = proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            _kill_group(proc, signal.SIGKILL)
+            kill_group(proc, signal.SIGKILL)
             proc.wait()
             raise RuntimeError(f"{what} timed out\n{self.log_tails()}") from None
         if code != 0:
@@ -536,40 +537,16 @@ class RadosGateway:
         # or radosgw whose mon is gone waits for it instead of exiting.
         for proc in reversed(self._procs.values()):
             if proc.poll() is None:
-                _kill_group(proc, signal.SIGTERM)
+                kill_group(proc, signal.SIGTERM)
             try:
                 proc.wait(grace)
             except subprocess.TimeoutExpired:
-                _kill_group(proc, signal.SIGKILL)
+                kill_group(proc, signal.SIGKILL)
                 proc.wait()
         self._procs.clear()
         for output in self._outputs:
             output.close()
         self._outputs.clear()
-
-
-def _tail_lines(path: Path, lines: int, max_bytes: int = 256 * 1024) -> list[str]:
-    """The last ``lines`` lines of a file, reading at most its last ``max_bytes`` bytes."""
-    try:
-        with path.open("rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
-    except OSError:
-        return []
-    return data.decode(errors="replace").splitlines()[-lines:]
-
-
-def _parent_death_guard(enabled: bool) -> list[str]:
-    """A command prefix that makes the kernel SIGKILL the command when its parent dies."""
-    setpriv = shutil.which("setpriv") if enabled else None
-    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
-
-
-def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    # Each daemon leads its own session (start_new_session=True), so its pid is its group id.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
 
 
 def wait_for_signal(gateway: RadosGateway) -> int:
