@@ -1,0 +1,85 @@
+{{/* The chart's name, or nameOverride. */}}
+{{- define "dth-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name: fullnameOverride, else <release>-<chart> (the release name alone when it holds the chart's name). */}}
+{{- define "dth-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Cluster-scoped objects (ClusterRole, ClusterRoleBinding) also carry the namespace: releases of the same name in two namespaces must not share them. */}}
+{{- define "dth-operator.clusterName" -}}
+{{- printf "%s-%s" (include "dth-operator.fullname" .) .Release.Namespace | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "dth-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "dth-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dth-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "dth-operator.labels" -}}
+helm.sh/chart: {{ include "dth-operator.chart" . }}
+{{ include "dth-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "dth-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "dth-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The namespaces watched in namespaced mode, as a list: watch.namespaces, else the release's namespace. */}}
+{{- define "dth-operator.namespaces" -}}
+{{- if .Values.watch.namespaces }}
+{{- toJson (uniq .Values.watch.namespaces) }}
+{{- else }}
+{{- toJson (list .Release.Namespace) }}
+{{- end }}
+{{- end }}
+
+{{- define "dth-operator.clusterWide" -}}
+{{- if eq .Values.watch.mode "clusterWide" }}true{{- end }}
+{{- end }}
+
+{{- define "dth-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "dth-operator.engineImage" -}}
+{{- printf "%s:%s" .Values.plugin.engineImage.repository (default .Chart.AppVersion .Values.plugin.engineImage.tag) }}
+{{- end }}
+
+{{/* Refuses value combinations that would install an operator that cannot work. */}}
+{{- define "dth-operator.validate" -}}
+{{- if gt (int .Values.replicaCount) 1 }}
+{{- fail "replicaCount > 1 is not supported: kopf pauses every peer of equal priority, and `python -m dth_operator` has no --priority option to give each replica its own" }}
+{{- end }}
+{{- if and .Values.aws.roleArn .Values.aws.credentialsSecret.name }}
+{{- fail "set either aws.roleArn (IRSA) or aws.credentialsSecret.name, not both: the Secret's keys would silently take precedence over the role" }}
+{{- end }}
+{{- if and .Values.watch.namespaces (eq .Values.watch.mode "clusterWide") }}
+{{- fail "watch.namespaces is for watch.mode namespaced; clusterWide watches every namespace" }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (eq (int .Values.metrics.port) 0) }}
+{{- fail "serviceMonitor.enabled needs metrics: metrics.port is 0" }}
+{{- end }}
+{{- end }}
