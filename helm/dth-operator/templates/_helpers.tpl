@@ -70,8 +70,8 @@ app.kubernetes.io/component: operator
 
 {{/* Refuses value combinations that would install an operator that cannot work. */}}
 {{- define "dth-operator.validate" -}}
-{{- if gt (int .Values.replicaCount) 1 }}
-{{- fail "replicaCount > 1 is not supported: kopf pauses every peer of equal priority, and `python -m dth_operator` has no --priority option to give each replica its own" }}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.enabled) }}
+{{- fail "replicaCount > 1 needs peering.enabled: standalone replicas would all reconcile the same tasks" }}
 {{- end }}
 {{- if and .Values.aws.roleArn .Values.aws.credentialsSecret.name }}
 {{- fail "set either aws.roleArn (IRSA) or aws.credentialsSecret.name, not both: the Secret's keys would silently take precedence over the role" }}
