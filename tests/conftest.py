@@ -167,3 +167,12 @@ def transfertask_crd(kubernetes: LocalKubernetes) -> str:
     name = "transfertasks.dth.io"
     kubernetes.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
     return name
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Prometheus' linter for metric expositions (Debian package prometheus)."""
+    found = shutil.which("promtool")
+    if found is None:
+        _unavailable("promtool is not installed (apt-get install prometheus)")
+    return found

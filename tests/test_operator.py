@@ -93,7 +93,14 @@ def start_operator(
     started: list[subprocess.Popen[str]] = []
     metrics_port = free_port()
 
-    def start(endpoint: str | None = None) -> subprocess.Popen[str]:
+    def start(
+        endpoint: str | None = None,
+        *,
+        peering: bool = False,
+        priority: int = 0,
+        liveness: str = "",
+        settings: dict[str, str] | None = None,
+    ) -> subprocess.Popen[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DTH_")) or k == "AWS_CA_BUNDLE"}
         env.update(
             KUBECONFIG=str(kubernetes.kubeconfig),
@@ -105,9 +112,11 @@ def start_operator(
             DTH_SECURITY_GROUPS=",".join(network.security_groups),
             DTH_ENGINE_IMAGE="dth-engine:test",
             DTH_OBSERVE_INTERVAL="1",
-            DTH_METRICS_PORT=str(metrics_port),
+            DTH_METRICS_PORT=str(metrics_port if not started else free_port()),  # replicas side by side
         )
+        env.update(settings or {})
         log = (tmp_path / f"operator-{len(started)}.log").open("w")  # closed when the test's tmp_path goes
+        where = ["--peering", "dth-operator", "--priority", str(priority)] if peering else ["--standalone"]
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -115,9 +124,9 @@ def start_operator(
                 "dth_operator",
                 "--namespace",
                 cluster.namespace,
-                "--standalone",
+                *where,
                 "--liveness",
-                "",
+                liveness,
                 "--verbose",
             ],
             env=env,
@@ -126,6 +135,7 @@ def start_operator(
             text=True,
         )
         started.append(process)
+        process.log = log.name  # type: ignore[attr-defined]
         return process
 
     start.metrics_port = metrics_port  # type: ignore[attr-defined]
@@ -187,6 +197,7 @@ def test_apply_runs_the_transfer_and_reports_success(
     rgw_site: S3Site,
     unique_name: str,
     tmp_path: Path,
+    promtool: str,
 ) -> None:
     client = rgw_site.client()
     client.create_bucket(Bucket=f"{unique_name}-a")
@@ -222,6 +233,9 @@ def test_apply_runs_the_transfer_and_reports_success(
     exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert 'dth_tasks{phase="Succeeded"} 1.0' in exposition
     assert f'dth_task_objects{{name="copy",namespace="{unique_name}",outcome="copied"}} 12.0' in exposition
+    # The exposition as the operator serves it, through Prometheus' own linter.
+    checked = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_invalid_specs_get_a_condition_that_names_the_problem(
@@ -319,3 +333,134 @@ def test_restart_mid_provisioning_adopts_the_stack_and_throttling_is_retried(
     wait_for(lambda: cluster.phase("adopt") in {"Running", "Provisioning", "Succeeded"}, what="the task to resume")
     time.sleep(3)
     assert len(stacks(aws, unique_name)) == 1
+
+
+def test_metrics_exposition_passes_promtool(promtool: str) -> None:
+    """Every metric the operator exports, with values, checked by Prometheus' own linter."""
+    from prometheus_client import generate_latest
+
+    from dth.spec.model import Phase
+    from dth_operator import metrics
+
+    metrics.set_phase("ns", "task", Phase.RUNNING)
+    metrics.OBJECTS.labels("ns", "task", "copied").set(3)
+    metrics.BYTES.labels("ns", "task", "copied").set(300)
+    metrics.QUEUE_DEPTH.labels("ns", "task").set(1)
+    metrics.DEAD_LETTERS.labels("ns", "task").set(0)
+    metrics.RECONCILE_SECONDS.labels("reconcile").observe(0.2)
+    metrics.AWS_ERRORS.labels("cloudformation", "Throttling").inc()
+    exposition = generate_latest()
+    checked = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+    assert b"dth_tasks{" in exposition and b"dth_aws_api_errors_total{" in exposition
+    bad = b"# HELP dthTasksCount tasks\n# TYPE dthTasksCount counter\ndthTasksCount 1\n"
+    refused = subprocess.run([promtool, "check", "metrics"], input=bad, capture_output=True, timeout=30)
+    assert refused.returncode != 0  # the linter does judge names: a camelCase counter without _total fails
+
+
+def test_liveness_endpoint_answers_and_reports_whether_aws_is_reachable(
+    cluster: Cluster, start_operator: Callable[..., Any], moto_server: MotoServer
+) -> None:
+    alive_port, cut_off_port = free_port(), free_port()
+    start_operator(liveness=f"http://127.0.0.1:{alive_port}/healthz")
+    start_operator(f"http://127.0.0.1:{free_port()}", liveness=f"http://127.0.0.1:{cut_off_port}/healthz")
+
+    def health(port: int) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+                assert answer.status == 200
+                return dict(json.loads(answer.read()))
+        except OSError:
+            return None  # not serving yet
+
+    assert wait_for(lambda: health(alive_port), what="the liveness endpoint") == {"stacks": True}
+    assert wait_for(lambda: health(cut_off_port), what="the second liveness endpoint") == {"stacks": False}
+
+
+@pytest.fixture(scope="session")
+def kopf_peering_crds(kubernetes: LocalKubernetes) -> None:
+    manifest = Path(__file__).resolve().parents[1] / "crds" / "kopf-peering.yaml"
+    kubernetes.kubectl("apply", "-f", str(manifest))
+    for crd in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        kubernetes.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+
+
+def handled(process: Any, task: str) -> bool:
+    """Whether this operator process reconciled the task: its JSON log has the spec error for that object."""
+    for line in Path(process.log).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # botocore's and kubernetes' debug lines are not kopf's JSON
+        if str(record.get("message", "")).startswith("invalid spec") and record.get("object", {}).get("name") == task:
+            return True
+    return False
+
+
+def peers(cluster: Cluster) -> dict[str, Any]:
+    found = cluster.kubectl("get", "kopfpeering", "dth-operator", "-o", "json", check=False)
+    return dict(json.loads(found.stdout).get("status") or {}) if found.returncode == 0 else {}
+
+
+def test_two_replicas_with_peering_only_one_reconciles_and_the_other_takes_over(
+    cluster: Cluster, start_operator: Callable[..., Any], rgw_site: S3Site, kopf_peering_crds: None
+) -> None:
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "dth-operator"}}
+    cluster.apply(peering)
+    leader = start_operator(peering=True, priority=200)
+    follower = start_operator(peering=True, priority=100)
+    wait_for(lambda: len(peers(cluster)) == 2, what="both replicas in the peering object")
+    cluster.apply(transfer_task("first", rgw_site, "same-bucket", "same-bucket"))
+    wait_for(lambda: cluster.phase("first") == "Invalid", what="the first task handled")
+    time.sleep(2)
+    assert handled(leader, "first")
+    assert not handled(follower, "first")
+
+    leader.send_signal(signal.SIGTERM)
+    leader.wait(timeout=30)
+    cluster.apply(transfer_task("second", rgw_site, "other-bucket", "other-bucket"))
+    wait_for(lambda: cluster.phase("second") == "Invalid", timeout=120, what="the follower to take over")
+    assert handled(follower, "second")
+
+
+def test_access_denied_is_reported_on_the_resource_not_retried(
+    cluster: Cluster, start_operator: Callable[..., Any], moto_server: MotoServer, rgw_site: S3Site, aws: LocalStacks
+) -> None:
+    cluster.apply(secret("rgw-keys", rgw_site))
+    with FaultProxy(moto_server.endpoint_url) as proxy:
+        denied = proxy.add(
+            Fault(
+                method="POST",
+                body_contains="Action=CreateStack",
+                status=403,
+                code="AccessDenied",
+                protocol="query",
+            )
+        )
+        start_operator(proxy.url)
+        cluster.apply(transfer_task("denied", rgw_site, "bucket-a", "bucket-b"))
+        wait_for(
+            lambda: cluster.phase("denied") == "Failed", what="phase Failed", detail=lambda: cluster.status("denied")
+        )
+        hits = denied.hits
+        time.sleep(3)
+        assert denied.hits == hits  # reported, not retried in a loop
+    status = cluster.status("denied")
+    assert "AWS refused the stack" in status["message"]
+    stack_synced = {c["type"]: c for c in status["conditions"]}["StackSynced"]
+    assert stack_synced["status"] == "False" and stack_synced["reason"] == "AccessDenied"
+    assert stacks(aws, cluster.namespace) == []
+
+
+def test_an_unreadable_template_is_reported_on_the_resource(
+    cluster: Cluster, start_operator: Callable[..., Any], rgw_site: S3Site, aws: LocalStacks, tmp_path: Path
+) -> None:
+    cluster.apply(secret("rgw-keys", rgw_site))
+    missing = tmp_path / "nowhere" / "s3-plugin.yaml"
+    start_operator(settings={"DTH_S3_TEMPLATE": str(missing)})
+    cluster.apply(transfer_task("notemplate", rgw_site, "bucket-a", "bucket-b"))
+    wait_for(lambda: cluster.phase("notemplate") == "Failed", what="phase Failed")
+    status = cluster.status("notemplate")
+    assert str(missing) in status["message"] and "operator setting" in status["message"]
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["StackSynced"] == "TemplateUnreadable"
+    assert stacks(aws, cluster.namespace) == []

@@ -38,6 +38,11 @@ class Clients:
         self.secretsmanager: Any = session.client("secretsmanager", config=config)
         self.dynamodb: Any = session.client("dynamodb", config=config)
         self.sqs: Any = session.client("sqs", config=config)
+        # The liveness probe must answer within the kubelet's timeout: one attempt, short timeouts.
+        quick = botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": 1}, connect_timeout=2, read_timeout=3
+        )
+        self.probe: Any = session.client("cloudformation", config=quick)
 
 
 def error_code(error: botocore.exceptions.ClientError) -> str:

@@ -126,11 +126,15 @@ def _secret_arns(spec: S3TaskSpec | ImageTaskSpec, namespace: str, name: str, ui
 
 def _refused(error: Exception, body: kopf.Body, patch: kopf.Patch, logger: Any) -> kopf.PermanentError:
     """Access denied, a missing template...: reported on the resource, not retried in a crash loop."""
-    count(error, "cloudformation")
-    client_error = isinstance(error, botocore.exceptions.ClientError)
-    reason = error_code(error) if isinstance(error, botocore.exceptions.ClientError) else type(error).__name__
-    detail = error_message(error) if isinstance(error, botocore.exceptions.ClientError) else str(error)
-    message = f"AWS refused the stack: {detail}" if client_error else f"AWS unreachable: {detail}"
+    if isinstance(error, botocore.exceptions.ClientError):
+        count(error, "cloudformation")
+        reason, message = error_code(error), f"AWS refused the stack: {error_message(error)}"
+    elif isinstance(error, OSError):  # a setting of the operator's, not of the task: fixed by a restart
+        reason = "TemplateUnreadable"
+        message = f"cannot read the plugin template {error.filename}: {error.strerror} (an operator setting)"
+    else:
+        count(error, "cloudformation")
+        reason, message = type(error).__name__, f"AWS unreachable: {error}"
     logger.error(message)
     kopf.warn(body, reason="StackRefused", message=message)
     patch.status["phase"] = Phase.FAILED.value
@@ -186,6 +190,8 @@ def reconcile(
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
             if is_retryable(error):
                 raise temporary(error, "cloudformation") from None
+            raise _refused(error, body, patch, logger) from None
+        except OSError as error:  # the operator's own setting is wrong: reported here, fixed by a restart
             raise _refused(error, body, patch, logger) from None
         logger.info(f"stack {stack} {action.value}")
         patch.status["stackName"] = stack
@@ -286,9 +292,12 @@ def remove(*, meta: kopf.Meta, status: kopf.Status, name: str, namespace: str | 
 
 @kopf.on.probe(id="stacks")
 def stacks_reachable(**_: Any) -> bool:
-    """Liveness: CloudFormation answers (kopf serves this on its liveness endpoint)."""
+    """Reported on the liveness endpoint: whether CloudFormation answers. Never raises: the endpoint says the
+    operator is alive (restarting it would not bring AWS back), and this key tells whether AWS is reachable."""
     try:
-        clients().cloudformation.describe_stacks(StackName="dth-liveness-probe")
+        clients().probe.describe_stacks(StackName="dth-liveness-probe")
     except botocore.exceptions.ClientError as error:
-        return error_code(error) == "ValidationError"
+        return error_code(error) == "ValidationError"  # "does not exist": CloudFormation answered
+    except botocore.exceptions.BotoCoreError:
+        return False
     return True
