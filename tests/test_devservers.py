@@ -8,6 +8,7 @@ server changed: update the test and whatever in the engines works around the qui
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +275,41 @@ def test_moto_reset_and_stop(moto_server: MotoServer) -> None:
         port = server.port
     assert not server.running
     assert not port_is_open(port)
+
+
+def test_moto_reads_of_a_stack_being_created_do_not_build_it_twice(moto_server: MotoServer) -> None:
+    """moto builds a stack's resources lazily, so a DescribeStacks racing CreateStack used to build some twice
+    ("log group already exists", returned as the describe's answer and the stack's failure). The launcher's
+    application takes CloudFormation requests one at a time."""
+    from dth.devtools.stacks import LocalStacks
+    from dth.spec.cfn import PluginSettings, s3_stack_parameters, template_path
+    from dth.spec.model import S3TaskSpec
+
+    stacks = LocalStacks(moto_server.endpoint_url)
+    network = stacks.network("race")
+    settings = PluginSettings(image="dth:test", subnets=network.subnets, security_groups=network.security_groups)
+    spec = S3TaskSpec.model_validate(
+        {"type": "S3", "source": {"bucket": "race-a"}, "destination": {"bucket": "race-b"}}
+    )
+    errors: list[BaseException] = []
+    names = [f"race-{n}" for n in range(4)]
+
+    def create_all() -> None:
+        try:
+            for name in names:
+                stacks.create(name, template_path("s3-plugin.yaml"), s3_stack_parameters(name, spec, settings))
+        except BaseException as error:
+            errors.append(error)
+
+    creating = threading.Thread(target=create_all)
+    creating.start()
+    reader = stacks.client("cloudformation")
+    while creating.is_alive():
+        try:
+            reader.describe_stacks()
+        except Exception as error:
+            errors.append(error)
+    creating.join()
+    assert errors == []
+    for name in names:
+        assert stacks.describe(name)["StackStatus"] == "CREATE_COMPLETE"

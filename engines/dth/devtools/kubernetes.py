@@ -17,9 +17,7 @@ kubeconfig path (and the server URL) as one JSON line on stdout and runs until S
 from __future__ import annotations
 
 import argparse
-import atexit
 import base64
-import contextlib
 import json
 import os
 import re
@@ -29,19 +27,17 @@ import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any
 
 import yaml
 
 from dth.devtools.ports import LOOPBACK, free_ports
-from dth.devtools.processes import kill_group, parent_death_guard, tail_lines
+from dth.devtools.processes import ServerProcesses
 
 #: Executables the control plane needs; ``kube-controller-manager`` only with ``controller_manager``.
 SERVER_BINARIES = ("etcd", "kube-apiserver", "openssl")
@@ -59,7 +55,6 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc"
 # Controllers that need nodes or a cloud: there are none.
 CONTROLLERS = "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle"
 
-_LOG_TAIL_LINES = 40
 _CERT_DAYS = 3650
 
 
@@ -99,7 +94,7 @@ def missing_binaries(*, controller_manager: bool = True, client: bool = True) ->
     return [name for name in names if find_binary(name) is None]
 
 
-class LocalKubernetes:
+class LocalKubernetes(ServerProcesses):
     """etcd, kube-apiserver and (optionally) kube-controller-manager on free loopback ports.
 
     The API server accepts the bearer :attr:`token` as a member of ``system:masters``;
@@ -107,6 +102,9 @@ class LocalKubernetes:
     util-linux ``setpriv`` on PATH) the kernel kills the processes when the thread that
     started them dies, even by SIGKILL: start the cluster from a thread that outlives it.
     """
+
+    _workdir_prefix = "dth-k8s-"
+    _what = "the Kubernetes control plane"
 
     def __init__(
         self,
@@ -116,26 +114,15 @@ class LocalKubernetes:
         die_with_parent: bool = True,
         log_verbosity: int = 0,
     ) -> None:
-        self._requested_workdir = workdir
+        super().__init__(workdir, die_with_parent=die_with_parent)
         self._controller_manager = controller_manager
-        self._die_with_parent = die_with_parent
         self._log_verbosity = log_verbosity
-        self._workdir: Path | None = None
-        self._owns_workdir = False
         self._token = secrets.token_hex(16)
         self._etcd_client_port = 0
         self._etcd_peer_port = 0
         self._apiserver_port = 0
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._outputs: list[IO[bytes]] = []
         self._binaries: dict[str, str] = {}
         self._ssl_context: ssl.SSLContext | None = None
-        self._atexit_registered = False
-        self._began = 0.0
-        self.startup_seconds: float | None = None
-        """Wall time the last successful :meth:`start` took."""
-        self.startup_phases: dict[str, float] = {}
-        """Seconds since the start of :meth:`start` at which each start-up step ended."""
 
     # -- public properties -------------------------------------------------------------------
 
@@ -158,12 +145,6 @@ class LocalKubernetes:
         return f"http://{LOOPBACK}:{self._etcd_client_port}"
 
     @property
-    def workdir(self) -> Path:
-        if self._workdir is None:
-            raise RuntimeError("the cluster has not been started")
-        return self._workdir
-
-    @property
     def kubeconfig(self) -> Path:
         """A kubeconfig for the admin user (context ``dth-local``, namespace ``default``)."""
         return self.workdir / "kubeconfig"
@@ -174,16 +155,8 @@ class LocalKubernetes:
         return self.workdir / "pki" / "ca.crt"
 
     @property
-    def log_dir(self) -> Path:
-        return self.workdir / "log"
-
-    @property
     def controller_manager(self) -> bool:
         return self._controller_manager
-
-    @property
-    def running(self) -> bool:
-        return bool(self._procs) and all(proc.poll() is None for proc in self._procs.values())
 
     @property
     def pids(self) -> dict[str, int]:
@@ -196,15 +169,7 @@ class LocalKubernetes:
 
     # -- life cycle --------------------------------------------------------------------------
 
-    def start(self, timeout: float = 60) -> None:
-        """Start the control plane and wait until the API server's /readyz answers ``ok``.
-
-        With the controller manager, also wait until it has created the ``default`` service
-        account of namespace ``default``. Raises RuntimeError, with the tails of the logs,
-        when that does not happen within ``timeout`` seconds or a process dies.
-        """
-        if self._procs:
-            raise RuntimeError("the cluster is already started")
+    def _check_binaries(self) -> None:
         missing = self.missing_binaries()
         if missing:
             raise RuntimeError(
@@ -213,57 +178,9 @@ class LocalKubernetes:
             )
         names = [*SERVER_BINARIES, CONTROLLER_MANAGER_BINARY] if self._controller_manager else [*SERVER_BINARIES]
         self._binaries = {name: find_binary(name) or name for name in names}
-        began = time.monotonic()
-        self._began = began
-        self.startup_phases = {}
-        deadline = began + timeout
-        self._prepare_workdir()
-        if not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
-        attempts = 3
-        for attempt in range(1, attempts + 1):
-            try:
-                self._start_once(deadline)
-            except BaseException as exc:
-                if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
-                    self.stop()
-                    raise
-                port_clash = self._logs_mention("address already in use")
-                self._terminate_processes()
-                if port_clash and attempt < attempts and time.monotonic() < deadline:
-                    continue
-                self.stop()
-                if isinstance(exc, RuntimeError):
-                    raise
-                raise RuntimeError(f"the Kubernetes control plane failed to start: {exc!r}") from exc
-            break
-        self.startup_seconds = time.monotonic() - began
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Stop the processes (the last started first; SIGKILL after ``grace`` s) and remove a temporary workdir."""
-        self._terminate_processes(grace)
-        if self._atexit_registered:
-            atexit.unregister(self.stop)
-            self._atexit_registered = False
-        if self._owns_workdir and self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-            self._owns_workdir = False
+    def _release(self) -> None:
         self._apiserver_port = self._etcd_client_port = self._etcd_peer_port = 0
-
-    def __enter__(self) -> Self:
-        if not self._procs:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -305,34 +222,7 @@ class LocalKubernetes:
         with urllib.request.urlopen(request, timeout=timeout, context=self._ssl()) as response:
             return json.loads(response.read())
 
-    def log_tails(self, lines: int = _LOG_TAIL_LINES) -> str:
-        """The last ``lines`` lines of every log file of the cluster, for error messages."""
-        if self._workdir is None or not self.log_dir.is_dir():
-            return "(no logs)"
-        parts: list[str] = []
-        for path in sorted(self.log_dir.iterdir()):
-            if not path.is_file():
-                continue
-            text = tail_lines(path, lines)
-            if not text:
-                continue
-            parts.append(f"----- {path.name} (last {len(text)} lines) -----")
-            parts.extend(text)
-        return "\n".join(parts) if parts else "(logs are empty)"
-
     # -- internals ---------------------------------------------------------------------------
-
-    def _prepare_workdir(self) -> None:
-        if self._requested_workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="dth-k8s-"))
-            self._owns_workdir = True
-        else:
-            self._workdir = self._requested_workdir.resolve()
-            self._workdir.mkdir(parents=True, exist_ok=True)
-            self._owns_workdir = False
-
-    def _phase(self, name: str) -> None:
-        self.startup_phases[name] = round(time.monotonic() - self._began, 3)
 
     def _start_once(self, deadline: float) -> None:
         workdir = self.workdir
@@ -477,24 +367,8 @@ class LocalKubernetes:
         env["KUBECONFIG"] = str(self.kubeconfig)
         return env
 
-    def _server_env(self) -> dict[str, str]:
+    def _env(self) -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if not k.startswith(("ETCD", "KUBECONFIG", "KUBERNETES_"))}
-
-    def _popen(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        output = (self.log_dir / f"{name}.log").open("ab")
-        self._outputs.append(output)
-        return subprocess.Popen(
-            [*parent_death_guard(self._die_with_parent), *argv],
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            env=self._server_env(),
-            start_new_session=True,
-        )
-
-    def _spawn(self, name: str, argv: Sequence[str]) -> None:
-        self._procs[name] = self._popen(name, argv)
 
     def _run(self, argv: Sequence[str], *, cwd: Path, deadline: float) -> None:
         timeout = max(1.0, deadline - time.monotonic())
@@ -574,30 +448,6 @@ class LocalKubernetes:
             return True
 
         self._poll("kube-controller-manager (default service account)", deadline, probe)
-
-    def _logs_mention(self, text: str) -> bool:
-        if self._workdir is None or not self.log_dir.is_dir():
-            return False
-        for path in self.log_dir.iterdir():
-            with contextlib.suppress(OSError):
-                if text in path.read_text(errors="replace").lower():
-                    return True
-        return False
-
-    def _terminate_processes(self, grace: float = 10.0) -> None:
-        # The last started first: the controller manager, the API server, then etcd.
-        for proc in reversed(self._procs.values()):
-            if proc.poll() is None:
-                kill_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                kill_group(proc, signal.SIGKILL)
-                proc.wait()
-        self._procs.clear()
-        for output in self._outputs:
-            output.close()
-        self._outputs.clear()
 
 
 def _natural_key(text: str) -> list[tuple[int, int | str]]:

@@ -32,12 +32,10 @@ MOTO_SECRET_KEY = "testing"
 
 
 def moto_server_command() -> list[str] | None:
-    """The command that starts moto's server, or None when ``moto[server]`` is not installed."""
-    exe = shutil.which("moto_server")
-    if exe is not None:
-        return [exe]
+    """The command that starts moto's server (its application, with CloudFormation requests serialised:
+    see ``dth.devtools.moto_app``), or None when ``moto[server]`` is not installed."""
     if importlib.util.find_spec("moto") is not None and importlib.util.find_spec("flask") is not None:
-        return [sys.executable, "-m", "moto.server"]
+        return [sys.executable, "-m", "dth.devtools.moto_app"]
     return None
 
 

@@ -13,7 +13,6 @@ endpoint URLs and keys as one JSON line on stdout and runs until SIGINT or SIGTE
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import json
 import os
@@ -26,11 +25,10 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any
 
 from dth.devtools.ports import LOOPBACK, free_ports
-from dth.devtools.processes import kill_group, parent_death_guard, tail_lines
+from dth.devtools.processes import ServerProcesses, kill_group
 from dth.devtools.sites import S3Site
 
 GiB = 1024**3
@@ -41,7 +39,6 @@ REQUIRED_BINARIES = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmap
 
 # Unix socket paths must fit in sockaddr_un.sun_path (108 bytes with the terminating NUL).
 _MAX_SOCKET_PATH = 100
-_LOG_TAIL_LINES = 40
 
 
 def missing_binaries() -> list[str]:
@@ -49,7 +46,7 @@ def missing_binaries() -> list[str]:
     return [name for name in REQUIRED_BINARIES if shutil.which(name) is None]
 
 
-class RadosGateway:
+class RadosGateway(ServerProcesses):
     """A single-node, in-memory Ceph cluster serving S3 on ``endpoints`` loopback ports.
 
     All endpoints are served by the same radosgw process, so they show the same buckets and
@@ -64,6 +61,11 @@ class RadosGateway:
     on PATH) the kernel kills the daemons when the thread that started them dies, even by
     SIGKILL: start the cluster from a thread that outlives it (the main thread).
     """
+
+    _workdir_prefix = "dth-rgw-"
+    _log_suffix = ".out"
+    _what = "the radosgw cluster"
+    _stop_grace = 5.0
 
     def __init__(
         self,
@@ -81,28 +83,17 @@ class RadosGateway:
             raise ValueError("endpoints must be at least 1")
         if memstore_bytes < 256 * MiB:
             raise ValueError("memstore_bytes must be at least 256 MiB")
-        self._requested_workdir = workdir
+        super().__init__(workdir, die_with_parent=die_with_parent)
         self._access_key = access_key
         self._secret_key = secret_key
         self._endpoint_count = endpoints
         self._memstore_bytes = memstore_bytes
         self._log_level = log_level
         self._extra_config = dict(config or {})
-        self._die_with_parent = die_with_parent
-        self._workdir: Path | None = None
-        self._owns_workdir = False
         self._socket_dir: Path | None = None
         self._owns_socket_dir = False
         self._mon_port = 0
         self._rgw_ports: list[int] = []
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._outputs: list[IO[bytes]] = []
-        self._atexit_registered = False
-        self._began = 0.0
-        self.startup_seconds: float | None = None
-        """Wall time the last successful :meth:`start` took."""
-        self.startup_phases: dict[str, float] = {}
-        """Seconds since the start of :meth:`start` at which each start-up step ended."""
 
     # -- public properties -------------------------------------------------------------------
 
@@ -120,92 +111,23 @@ class RadosGateway:
         return [f"http://{LOOPBACK}:{port}" for port in self._rgw_ports]
 
     @property
-    def workdir(self) -> Path:
-        if self._workdir is None:
-            raise RuntimeError("the cluster has not been started")
-        return self._workdir
-
-    @property
     def conf_path(self) -> Path:
         """The generated ceph.conf: pass it as ``-c`` to ``ceph``, ``rados`` or ``radosgw-admin``."""
         return self.workdir / "ceph.conf"
 
-    @property
-    def log_dir(self) -> Path:
-        return self.workdir / "log"
-
-    @property
-    def running(self) -> bool:
-        return bool(self._procs) and all(proc.poll() is None for proc in self._procs.values())
-
     # -- life cycle --------------------------------------------------------------------------
 
-    def start(self, timeout: float = 60) -> None:
-        """Start the cluster and wait until every endpoint answers ListBuckets with the keys.
-
-        Raises RuntimeError, with the tails of the daemons' logs, when the cluster does not
-        come up within ``timeout`` seconds or a daemon dies.
-        """
-        if self._procs:
-            raise RuntimeError("the cluster is already started")
+    def _check_binaries(self) -> None:
         missing = missing_binaries()
         if missing:
             raise RuntimeError(f"Ceph binaries not found on PATH: {', '.join(missing)}")
-        began = time.monotonic()
-        self._began = began
-        self.startup_phases = {}
-        deadline = began + timeout
-        self._prepare_workdir()
-        if not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
-        attempts = 3
-        for attempt in range(1, attempts + 1):
-            try:
-                self._start_once(deadline)
-            except BaseException as exc:
-                if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
-                    self.stop()
-                    raise
-                port_clash = self._logs_mention("Address already in use")
-                self._terminate_processes()
-                if port_clash and attempt < attempts and time.monotonic() < deadline:
-                    continue
-                self.stop()
-                if isinstance(exc, RuntimeError):
-                    raise
-                raise RuntimeError(f"radosgw cluster failed to start: {exc!r}") from exc
-            break
-        self.startup_seconds = time.monotonic() - began
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Stop all daemons (SIGTERM, SIGKILL after ``grace`` s) and remove a temporary workdir."""
-        self._terminate_processes(grace)
-        if self._atexit_registered:
-            atexit.unregister(self.stop)
-            self._atexit_registered = False
+    def _release(self) -> None:
         if self._owns_socket_dir and self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
             self._owns_socket_dir = False
-        if self._owns_workdir and self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-            self._owns_workdir = False
         self._rgw_ports = []
-
-    def __enter__(self) -> Self:
-        if not self._procs:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- administration ----------------------------------------------------------------------
 
@@ -244,31 +166,11 @@ class RadosGateway:
         """Run the ``ceph`` command line tool against this cluster and return its standard output."""
         return self._run(["ceph", "-c", str(self.conf_path), *args], timeout=timeout, logs=False)
 
-    def log_tails(self, lines: int = _LOG_TAIL_LINES) -> str:
-        """The last ``lines`` lines of every log file of the cluster, for error messages."""
-        if self._workdir is None or not self.log_dir.is_dir():
-            return "(no logs)"
-        parts: list[str] = []
-        for path in sorted(self.log_dir.iterdir()):
-            if not path.is_file():
-                continue
-            text = tail_lines(path, lines)
-            if not text:
-                continue
-            parts.append(f"----- {path.name} (last {len(text)} lines) -----")
-            parts.extend(text)
-        return "\n".join(parts) if parts else "(logs are empty)"
-
     # -- internals ---------------------------------------------------------------------------
 
     def _prepare_workdir(self) -> None:
-        if self._requested_workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="dth-rgw-"))
-            self._owns_workdir = True
-        else:
-            self._workdir = self._requested_workdir.resolve()
-            self._workdir.mkdir(parents=True, exist_ok=True)
-            self._owns_workdir = False
+        super()._prepare_workdir()
+        assert self._workdir is not None
         socket_dir = self._workdir / "run"
         if len(str(socket_dir / "ceph-client.admin.12345.123456789.asok")) > _MAX_SOCKET_PATH:
             self._socket_dir = Path(tempfile.mkdtemp(prefix="dth-rgw-asok-"))
@@ -408,22 +310,6 @@ class RadosGateway:
         env["CEPH_CONF"] = str(self.conf_path)
         return env
 
-    def _popen(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        output = (self.log_dir / f"{name}.out").open("ab")
-        self._outputs.append(output)
-        return subprocess.Popen(
-            [*parent_death_guard(self._die_with_parent), *argv],
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            env=self._env(),
-            start_new_session=True,
-        )
-
-    def _spawn(self, name: str, argv: Sequence[str]) -> None:
-        self._procs[name] = self._popen(name, argv)
-
     def _run(
         self,
         argv: Sequence[str],
@@ -522,31 +408,6 @@ class RadosGateway:
     def _s3_client(self, url: str) -> Any:
         site = S3Site(url, self._access_key, self._secret_key)
         return site.client(max_attempts=1, connect_timeout=1, read_timeout=5)
-
-    def _logs_mention(self, text: str) -> bool:
-        if self._workdir is None or not self.log_dir.is_dir():
-            return False
-        for path in self.log_dir.iterdir():
-            with contextlib.suppress(OSError):
-                if text in path.read_text(errors="replace"):
-                    return True
-        return False
-
-    def _terminate_processes(self, grace: float = 5.0) -> None:
-        # One at a time, the last started first: radosgw, then the OSD, then the mon. An OSD
-        # or radosgw whose mon is gone waits for it instead of exiting.
-        for proc in reversed(self._procs.values()):
-            if proc.poll() is None:
-                kill_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                kill_group(proc, signal.SIGKILL)
-                proc.wait()
-        self._procs.clear()
-        for output in self._outputs:
-            output.close()
-        self._outputs.clear()
 
 
 def wait_for_signal(gateway: RadosGateway) -> int:
