@@ -25,8 +25,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends skopeo ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && skopeo --version
-RUN groupadd --system --gid 10001 dth \
-    && useradd --system --uid 10001 --gid dth --home-dir /home/dth --create-home --shell /usr/sbin/nologin dth
+RUN groupadd --gid 10001 dth \
+    && useradd --uid 10001 --gid dth --home-dir /home/dth --create-home --shell /usr/sbin/nologin dth
 COPY --from=build /opt/dth /opt/dth
 # The task definitions mount a volume at /tmp and make the root filesystem read-only: skopeo's blobs
 # (default /var/tmp) and every temporary file go to /tmp.

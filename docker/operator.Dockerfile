@@ -22,8 +22,8 @@ RUN /opt/dth/bin/pip install --no-deps --no-build-isolation /src \
     && /opt/dth/bin/python -c "import dth_operator.handlers"
 
 FROM ${PYTHON_IMAGE}
-RUN groupadd --system --gid 10001 dth \
-    && useradd --system --uid 10001 --gid dth --home-dir /home/dth --create-home --shell /usr/sbin/nologin dth
+RUN groupadd --gid 10001 dth \
+    && useradd --uid 10001 --gid dth --home-dir /home/dth --create-home --shell /usr/sbin/nologin dth
 COPY --from=build /opt/dth /opt/dth
 COPY cfn/s3-plugin.yaml cfn/image-plugin.yaml /app/cfn/
 ENV PATH=/opt/dth/bin:$PATH \
