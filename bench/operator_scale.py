@@ -3,8 +3,10 @@ operator needs for it.
 
 One run starts its own etcd + kube-apiserver (`dth.devtools.kubernetes`) and moto server, then the operator
 (`python -m dth_operator`, standalone, as a child process). All tasks go to the API server in one
-`kubectl apply`; the clock runs from that call until CloudFormation lists every task's stack as
-CREATE_COMPLETE, and until every resource shows a phase in its status. The operator's peak RSS is VmHWM.
+`kubectl apply`; the clock runs from that call until every task's status names its stack (checked against
+CloudFormation's list at the end: each must be CREATE_COMPLETE), and until every task is `Running` (the
+observe timer found the stack complete; it ticks every --observe-interval seconds). The operator's peak RSS
+is VmHWM, read after two more observe ticks of all tasks.
 
 The peer: the same stacks created straight from one boto3 client, one after another, on a fresh moto
 server: the floor this machine's moto sets, with nothing of Kubernetes or the operator in it. The ratio says
@@ -58,18 +60,18 @@ def task_manifest(number: int) -> dict[str, Any]:
 
 
 def stack_statuses(stacks: LocalStacks) -> dict[str, str]:
-    pages = stacks.cloudformation.get_paginator("describe_stacks").paginate()
+    pages = stacks.cloudformation.get_paginator("list_stacks").paginate()
     return {
         s["StackName"]: s["StackStatus"]
         for page in pages
-        for s in page["Stacks"]
-        if s["StackName"].startswith(f"dth-{NAMESPACE}-")
+        for s in page["StackSummaries"]
+        if s["StackName"].startswith(f"dth-{NAMESPACE}-") and s["StackStatus"] != "DELETE_COMPLETE"
     }
 
 
-def phases(kubernetes: LocalKubernetes) -> dict[str, str]:
+def statuses(kubernetes: LocalKubernetes) -> list[dict[str, Any]]:
     listed = kubernetes.kubectl("-n", NAMESPACE, "get", "transfertasks", "-o", "json").stdout
-    return {i["metadata"]["name"]: (i.get("status") or {}).get("phase", "") for i in json.loads(listed)["items"]}
+    return [dict(item.get("status") or {}) for item in json.loads(listed)["items"]]
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -124,16 +126,18 @@ def run_operator(tasks: int, observe_interval: float, workdir: Path) -> dict[str
                 started = time.perf_counter()
                 kubernetes.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifests))
                 applied = time.perf_counter() - started
+                # Watched through the API server, not CloudFormation, so that the watching does not take moto's
+                # time from the operator: moto creates a stack within CreateStack, so a task whose status names
+                # its stack has one (checked against CloudFormation at the end).
                 all_stacks = all_phases = None
                 deadline = started + 1800
                 while all_stacks is None or all_phases is None:
                     if operator.poll() is not None or time.perf_counter() > deadline:
                         raise RuntimeError(f"operator exited or timed out; see {log_path}")
-                    if all_stacks is None:
-                        done = [s for s in stack_statuses(stacks).values() if s == "CREATE_COMPLETE"]
-                        if len(done) == tasks:
-                            all_stacks = time.perf_counter() - started
-                    if all_phases is None and all(phases(kubernetes).values()) and len(phases(kubernetes)) == tasks:
+                    seen = statuses(kubernetes)
+                    if all_stacks is None and sum(1 for s in seen if s.get("stackName")) == tasks:
+                        all_stacks = time.perf_counter() - started
+                    if all_phases is None and sum(1 for s in seen if s.get("phase") == "Running") == tasks:
                         all_phases = time.perf_counter() - started
                     time.sleep(1)
                 # A few observe ticks for all tasks, so the peak includes steady-state polling of 200 stacks.
@@ -201,7 +205,7 @@ def main() -> int:
         f"{'until every stack exists (s)':34} {operator['all_stacks_seconds']:>10.1f} "
         f"{direct['all_stacks_seconds']:>13.1f} {ratio:>6.2f}x"
     )
-    print(f"{'until every status has a phase (s)':34} {operator['all_phases_seconds']:>10.1f}")
+    print(f"{'until every task is Running (s)':34} {operator['all_phases_seconds']:>10.1f}")
     print(
         f"{'stacks/s':34} {args.tasks / operator['all_stacks_seconds']:>10.2f} "
         f"{args.tasks / direct['all_stacks_seconds']:>13.2f}"
