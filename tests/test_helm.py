@@ -236,6 +236,7 @@ def test_defaults_watch_the_release_namespace_with_least_privilege(helm: Helm) -
         f"--namespace={NAMESPACE}",
         "--peering=dth-operator",
         "--liveness=http://0.0.0.0:8081/healthz",
+        "--log-format=json",
     ]
     # Hardened: non-root, read-only root filesystem with /tmp an emptyDir, no privilege escalation, no
     # capabilities, the runtime's default seccomp profile.
@@ -389,7 +390,7 @@ FULL_PLUGIN_VALUES: dict[str, Any] = {
         "assignPublicIp": True,
         "alarmEmail": "ops@example.com",
     },
-    "operator": {"observeInterval": 12.5, "verbose": True, "extraArgs": ["--priority=5"]},
+    "operator": {"observeInterval": 12.5, "verbose": True, "logFormat": "text", "extraArgs": ["--priority=5"]},
     "metrics": {"port": 9100},
     "image": {"repository": "registry.example/dth/operator", "tag": "1.2.3", "pullPolicy": "Always"},
 }
@@ -418,7 +419,7 @@ def test_every_operator_setting_has_a_value_and_the_operator_reads_them_back(hel
     assert env["AWS_ENDPOINT_URL"] == "http://moto.aws.svc:5000"
     assert out.container["image"] == "registry.example/dth/operator:1.2.3"
     assert out.container["imagePullPolicy"] == "Always"
-    assert out.container["args"][-2:] == ["--verbose", "--priority=5"]
+    assert out.container["args"][-3:] == ["--log-format=text", "--verbose", "--priority=5"]
     assert out.one("Service")["spec"]["ports"][0]["port"] == 9100
     # The defaults read back as the operator's own defaults where the chart does not choose otherwise.
     defaults = OperatorSettings.from_environment({k: v for k, v in rendered(helm).env.items() if isinstance(v, str)})
@@ -435,6 +436,7 @@ def test_every_operator_setting_has_a_value_and_the_operator_reads_them_back(hel
         ({"aws": {"region": "us-east-1", "roleArn": "my-role"}}, "aws.roleArn"),
         ({"plugin": {"subnets": ["subnet-1,subnet-2"]}}, "plugin.subnets.0"),
         ({"operator": {"observeInterval": 0}}, "operator.observeInterval"),
+        ({"operator": {"logFormat": "yaml"}}, "operator.logFormat"),
         ({"replicas": 2}, "Additional property replicas is not allowed"),
         ({"watch": {"mode": "clusterWide", "namespaces": ["a"]}}, "watch.namespaces is for watch.mode namespaced"),
     ],

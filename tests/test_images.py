@@ -202,7 +202,15 @@ def test_operator_entrypoint_is_the_operator_module() -> None:
     )
     assert done.returncode == 0, done.stderr
     # The flags the Helm chart passes.
-    for flag in ("--namespace", "--all-namespaces", "--standalone", "--peering", "--liveness", "--verbose"):
+    for flag in (
+        "--namespace",
+        "--all-namespaces",
+        "--standalone",
+        "--peering",
+        "--liveness",
+        "--log-format",
+        "--verbose",
+    ):
         assert flag in done.stdout
 
 
