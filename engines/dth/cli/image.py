@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 
 from dth.errors import DthError, SpecError
-from dth.image.refs import parse_ecr_host
-from dth.image.sync import FAILED, TO_COPY, ImageOutcome, ImageSync, ImageSyncResult
 from dth.spec.image import ImageTaskSpec, MultiArch, RegistryType
 from dth.spec.load import parse_task_spec
 from dth.spec.model import TransferCounters, TransferTask
@@ -32,6 +30,8 @@ from dth.state.store import StatusStore
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
+
+    from dth.image.sync import ImageOutcome, ImageSyncResult
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -117,6 +117,8 @@ def _side(args: argparse.Namespace, flag: str, text: str, role: str) -> dict[str
         raise SpecError(f"{role} {text!r} names no registry host")
     if prefix and role == "source":
         raise SpecError(f"source {text!r}: name the registry host only; images go in --image")
+    from dth.image.refs import parse_ecr_host  # the image engine loads only for image commands
+
     side: dict[str, Any] = {"registry": host}
     kind = getattr(args, f"{flag}_type")
     side["type"] = kind or (RegistryType.AMAZON_ECR.value if parse_ecr_host(host) else RegistryType.REGISTRY.value)
@@ -238,6 +240,8 @@ def print_text(result: ImageSyncResult, out: TextIO = sys.stdout) -> None:
 
 def print_plan_line(outcome: ImageOutcome, out: TextIO = sys.stdout) -> None:
     """A dry run's plan, one image per line."""
+    from dth.image.sync import FAILED, TO_COPY
+
     if outcome.state == TO_COPY:
         print(f"copy {outcome.key} -> {outcome.destination} ({outcome.source_digest}; {outcome.reason})", file=out)
     elif outcome.state == FAILED:
@@ -289,6 +293,8 @@ def execute(
     dry_run = spec.options.dry_run
     show_bar = output == "text" and not args.no_progress and sys.stderr.isatty() and not dry_run
     display = ImageProgress() if show_bar else None
+    from dth.image.sync import ImageSync
+
     sync = ImageSync(
         spec,
         task_name=task_name,

@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -37,7 +36,7 @@ class ObjectInfo:
     size: int
     etag: str
     storage_class: str = "STANDARD"
-    last_modified: datetime | None = None
+    last_modified: str | None = None  # as the service wrote it (not parsed: see dth.s3.sides)
 
     @property
     def is_multipart(self) -> bool:

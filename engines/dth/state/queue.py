@@ -125,6 +125,13 @@ class SqliteQueue(WorkQueue):
 
     def _receive_now(self, max_messages: int, visibility_timeout: float) -> list[Message]:
         now = time.time()
+        with self._db.reading() as db:
+            # An idle worker polls: a read first keeps it from taking the write lock the finder needs.
+            visible = db.execute(
+                "SELECT 1 FROM queue_messages WHERE queue = ? AND visible_at <= ? LIMIT 1", (self._name, now)
+            ).fetchone()
+        if visible is None:
+            return []
         receipt = uuid.uuid4().hex
         with self._db.transaction() as db:
             rows = db.execute(
