@@ -20,6 +20,7 @@ from dth.s3.work import WorkItem
 from dth.s3.worker import RetryPolicy, Worker
 from dth.spec.model import S3TaskSpec, TransferCounters
 from dth.state.queue import SqliteQueue
+from dth.state.sqlite import SqliteDatabase
 from dth.state.store import ObjectRecord, ObjectResult, ObjectState, SqliteStatusStore
 
 ProgressCallback = Callable[[TransferCounters, bool], None]
@@ -102,11 +103,12 @@ class StandaloneSync:
     def _transfer(
         self, source: S3Side, destination: S3Side, copier: ObjectCopier, list_threads: int, started: float
     ) -> SyncResult:
-        store = SqliteStatusStore(self.state_path)
+        database = SqliteDatabase(self.state_path)
+        store = SqliteStatusStore(database)
         run_id = store.start_run(self.task_name)
         # The worker dead-letters after max_retries itself; the queue's own redrive is the backstop
         # for a message whose worker keeps dying.
-        queue = SqliteQueue(self.state_path, name=run_id, max_receive_count=self.options.max_retries + 2)
+        queue = SqliteQueue(database, name=run_id, max_receive_count=self.options.max_retries + 2)
         finder = Finder(source, destination, self.spec, queue, store, copier, list_threads=list_threads)
         worker = Worker(copier, queue, store, workers=self.options.workers, retry=self.retry)
         scan_done = threading.Event()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import botocore.exceptions
 from pydantic import ValidationError
 
+from dth.s3.acks import FinishedBatch
 from dth.s3.copier import CopyError, ObjectCopier, SourceChangedError, SourceVanishedError
 from dth.s3.events import EventTranslator, parse_event_body
 from dth.s3.listing import normalize_etag
@@ -88,6 +89,7 @@ class Worker:
         self.events = events
         self._in_flight: dict[str, tuple[Message, float]] = {}
         self._lock = threading.Lock()
+        self._finished: FinishedBatch | None = None  # while run() works: outcomes and acks in batches
 
     # --- one message ----------------------------------------------------------------------
 
@@ -100,6 +102,7 @@ class Worker:
                 self.queue.dead_letter(message, "neither a work item nor an S3 event notification")
                 return
             items = self.events.work_items(events)
+        results: list[tuple[str, ObjectResult]] = []
         for item in items:
             try:
                 result = self._perform(item)
@@ -107,7 +110,12 @@ class Worker:
                 self._failed(message, item, error)
                 return
             if result is not None:  # None: the work went on in other messages (parts of a giant object)
-                self.store.complete(item.run, [result])
+                results.append((item.run, result))
+        if self._finished is not None:
+            self._finished.add(results, message)
+            return
+        for run_id, result in results:
+            self.store.complete(run_id, [result])
         self.queue.delete([message])
 
     def _perform(self, item: WorkItem) -> ObjectResult | None:
@@ -256,9 +264,18 @@ class Worker:
         """Work until `done()` says no more work will come and nothing is left, or until `stop` is set
         (then in-flight objects are finished, and the rest is left on the queue)."""
         stop = stop or threading.Event()
+        finished = self._finished = FinishedBatch(self.queue, self.store)
+        try:
+            self._work(done, stop, finished)
+        finally:
+            finished.write()
+            self._finished = None
+
+    def _work(self, done: Callable[[], bool], stop: threading.Event, finished: FinishedBatch) -> None:
         last_heartbeat = time.monotonic()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="worker") as pool:
             while not stop.is_set():
+                finished.write_if_due()
                 if time.monotonic() - last_heartbeat > self.visibility_timeout / 6:
                     self._heartbeat()
                     last_heartbeat = time.monotonic()
@@ -268,6 +285,8 @@ class Worker:
                 if not messages:
                     with self._lock:
                         busy = bool(self._in_flight)
+                    if not busy:
+                        finished.write()  # what is finished must not count as pending below
                     if not busy and done() and self.queue.depth().pending == 0:
                         return
                     if not free:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from dth.errors import SpecError
 from dth.state.queue import SqliteQueue, WorkQueue
+from dth.state.sqlite import SqliteDatabase
 from dth.state.store import SqliteStatusStore, StatusStore
 
 #: Connections per client: one per worker thread and part copier is plenty.
@@ -102,8 +103,9 @@ def open_state(
     `endpoint_url` botocore still honours `AWS_ENDPOINT_URL_SQS` and `AWS_ENDPOINT_URL_DYNAMODB`."""
     if config.kind == "sqlite":
         assert config.path is not None  # checked by the model
-        queue = SqliteQueue(config.path, name=run_queue_name or "work", max_receive_count=config.max_receive_count)
-        return queue, SqliteStatusStore(config.path)
+        database = SqliteDatabase(config.path)
+        queue = SqliteQueue(database, name=run_queue_name or "work", max_receive_count=config.max_receive_count)
+        return queue, SqliteStatusStore(database)
 
     import boto3
     from botocore.config import Config

@@ -99,8 +99,10 @@ CREATE TABLE IF NOT EXISTS queue_dead_letters (
 class SqliteQueue(WorkQueue):
     """The embedded default: one table in a local SQLite file, several named queues in one file."""
 
-    def __init__(self, path: Path | str, name: str = "work", max_receive_count: int = 6) -> None:
-        self._db = SqliteDatabase(path)
+    def __init__(self, path: Path | str | SqliteDatabase, name: str = "work", max_receive_count: int = 6) -> None:
+        # A database shared with the status store: one connection, so the two never wait on each other's file
+        # lock (SQLite's busy handler sleeps milliseconds at a time).
+        self._db = path if isinstance(path, SqliteDatabase) else SqliteDatabase(path)
         self._name = name
         self._max_receive_count = max_receive_count
         self._db.executescript(_SCHEMA)

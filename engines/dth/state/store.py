@@ -200,8 +200,9 @@ _STATE_COUNTERS: dict[ObjectState, tuple[str, str | None]] = {
 class SqliteStatusStore(StatusStore):
     """The embedded default, in a local SQLite file."""
 
-    def __init__(self, path: Path | str) -> None:
-        self._db = SqliteDatabase(path)
+    def __init__(self, path: Path | str | SqliteDatabase) -> None:
+        # A database shared with the queue: one connection, so the two never wait on each other's file lock.
+        self._db = path if isinstance(path, SqliteDatabase) else SqliteDatabase(path)
         self._db.executescript(_SCHEMA)
 
     def start_run(self, task: str) -> str:

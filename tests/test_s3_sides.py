@@ -1,0 +1,52 @@
+"""The engine's S3 clients (dth.s3.sides.connect) on radosgw: what they change of botocore's defaults for speed,
+and that nothing else changes."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import boto3
+import pytest
+
+from dth.devtools.sites import S3Site
+from dth.s3.sides import connect
+from dth.spec.model import S3Location
+
+
+def session_for(site: S3Site) -> boto3.Session:
+    return boto3.Session(
+        aws_access_key_id=site.access_key, aws_secret_access_key=site.secret_key, region_name="us-east-1"
+    )
+
+
+def test_listings_keep_timestamps_as_text_and_other_clients_keep_datetimes(rgw_site: S3Site, unique_name: str) -> None:
+    session = session_for(rgw_site)
+    location = S3Location.model_validate({"type": "S3_Compatible", "endpoint": rgw_site.url, "bucket": unique_name})
+    side = connect("source", location, session=session)
+    side.client.create_bucket(Bucket=unique_name)
+    side.client.put_object(Bucket=unique_name, Key="a", Body=b"x")
+    listed = side.client.list_objects_v2(Bucket=unique_name)["Contents"][0]["LastModified"]
+    assert isinstance(listed, str) and listed.startswith("20")
+    # The same session's next client is botocore's default again.
+    plain = session.client("s3", endpoint_url=rgw_site.url)
+    assert isinstance(plain.list_objects_v2(Bucket=unique_name)["Contents"][0]["LastModified"], datetime)
+
+
+def test_endpoints_are_resolved_per_bucket_not_per_key(
+    rgw_site: S3Site, unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    location = S3Location.model_validate({"type": "S3_Compatible", "endpoint": rgw_site.url, "bucket": unique_name})
+    side = connect("destination", location, session=session_for(rgw_site))
+    side.client.create_bucket(Bucket=unique_name)
+    side.client.put_object(Bucket=unique_name, Key="source", Body=b"payload")
+    with caplog.at_level(logging.DEBUG, logger="botocore.regions"):
+        for number in range(3):
+            side.client.copy_object(
+                Bucket=unique_name, Key=f"copy-{number}", CopySource={"Bucket": unique_name, "Key": "source"}
+            )
+    calls = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Calling endpoint provider")]
+    assert len(calls) == 3 and all("'Bucket'" in call for call in calls)
+    assert not any("'Key'" in call or "'CopySource'" in call for call in calls)  # one cache entry for all three
+    for number in range(3):
+        assert side.client.get_object(Bucket=unique_name, Key=f"copy-{number}")["Body"].read() == b"payload"
