@@ -15,7 +15,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 from dth.devtools import kubernetes as local_kubernetes
 from dth.devtools.kubernetes import LocalKubernetes
+from dth.devtools.waiting import wait_for
 
 GROUP, VERSION, PLURAL = "dth.io", "v1alpha1", "transfertasks"
 REPO = Path(__file__).resolve().parents[1]
@@ -96,14 +96,6 @@ def exists(cluster: LocalKubernetes, path: str) -> bool:
             return False
         raise
     return True
-
-
-def wait_until(condition: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -279,9 +271,9 @@ def test_a_namespace_is_created_and_deleted_with_its_tasks(kubernetes: LocalKube
     kubernetes.kubectl("create", "namespace", namespace)
     try:
         # The service account controller gives every namespace its default service account.
-        wait_until(
+        wait_for(
             lambda: exists(kubernetes, f"/api/v1/namespaces/{namespace}/serviceaccounts/default"),
-            "the default service account",
+            what="the default service account",
         )
         assert apply(kubernetes, task("inside", namespace=namespace)).returncode == 0
         assert get_task(kubernetes, "inside", namespace)["metadata"]["namespace"] == namespace
@@ -336,7 +328,7 @@ def test_the_command_line_server_dies_with_its_parent(kubernetes: LocalKubernete
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         for name, pid in info["pids"].items():
-            wait_until(lambda pid=pid: _is_gone(pid), f"{name} (pid {pid}) to die with its parent", timeout=15)
+            wait_for(lambda pid=pid: _is_gone(pid), what=f"{name} (pid {pid}) to die with its parent", timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()

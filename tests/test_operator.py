@@ -25,19 +25,7 @@ from dth.devtools.moto import MotoServer
 from dth.devtools.ports import free_port
 from dth.devtools.sites import S3Site
 from dth.devtools.stacks import LocalStacks
-
-
-def wait_for(
-    condition: Callable[[], Any], timeout: float = 90, what: str = "condition", detail: Callable[[], Any] | None = None
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}" + (f": {detail()}" if detail else ""))
-        time.sleep(0.5)
+from dth.devtools.waiting import wait_for
 
 
 class Cluster:

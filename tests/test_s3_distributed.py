@@ -22,6 +22,7 @@ import pytest
 from dth.devtools.faultproxy import Fault, FaultProxy
 from dth.devtools.moto import MotoServer
 from dth.devtools.sites import S3Site
+from dth.devtools.waiting import wait_for
 from dth.spec.model import TransferCounters
 from dth.state.backends import StateConfig, open_state
 from dth.state.dynamodb import create_table
@@ -135,14 +136,6 @@ def buckets(site: S3Site, name: str) -> Any:
 def objects(client: Any, bucket: str) -> dict[str, bytes]:
     listing = client.list_objects_v2(Bucket=bucket).get("Contents", [])
     return {item["Key"]: client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read() for item in listing}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture

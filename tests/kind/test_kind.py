@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ import yaml
 
 from dth.devtools.kubernetes import find_binary
 from dth.devtools.stacks import LocalStacks
+from dth.devtools.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -59,17 +60,6 @@ def run(argv: list[str], *, timeout: float = 600, input: str | None = None) -> s
     if done.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr}{done.stdout}")
     return done
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, detail: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{detail()}")
-        time.sleep(2)
 
 
 @dataclass
