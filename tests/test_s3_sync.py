@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from dth.devtools.faultproxy import Fault, FaultProxy
 from dth.devtools.sites import S3Site
 
 MiB = 1024 * 1024
@@ -518,3 +519,37 @@ def test_multipart_source_layout_read_from_part_heads_on_moto(
     head = client.head_object(Bucket=f"{unique_name}-dst", Key="odd-layout")
     assert head["ETag"].strip('"') == source_etag
     assert "dth-source-etag" not in head.get("Metadata", {})
+
+
+def test_multipart_sources_are_cloned_with_one_copy_object_where_the_server_keeps_their_etag(
+    rgw_site: S3Site, buckets: tuple[Any, str, str], tmp_path: Path
+) -> None:
+    """Ceph's CopyObject clones a multipart object, ETag and all: no need to copy it part by part."""
+    client, src, dst = buckets
+    etags_before = {
+        name: upload_multipart(client, src, name, [os.urandom(5 * MiB), os.urandom(MiB)]) for name in ("m1", "m2")
+    }
+    with FaultProxy(rgw_site.url) as proxy:
+        part_copies = proxy.add(Fault(method="PUT", query_contains="partNumber", delay=0.001))
+        uploads = proxy.add(Fault(method="POST", query_contains="uploads", delay=0.001))
+        result = sync(f"s3://{src}", f"s3://{dst}", site=rgw_site, state=tmp_path / "s.db", endpoint=proxy.url)
+    assert result.code == 0, result.stderr + result.stdout
+    assert contents(client, dst) == contents(client, src)
+    assert etags(client, dst) == etags_before
+    assert part_copies.hits == 0 and uploads.hits == 0
+
+
+def test_multipart_sources_fall_back_to_part_copies_where_copy_object_gives_a_new_etag(
+    moto_site: S3Site, unique_name: str, tmp_path: Path
+) -> None:
+    """moto, like AWS, gives a CopyObject result an ETag of its own: the copy is redone part by part."""
+    client = make_bucket(moto_site, unique_name)
+    client.create_bucket(Bucket=f"{unique_name}-dst")
+    sources = {
+        name: upload_multipart(client, unique_name, name, [os.urandom(5 * MiB), os.urandom(MiB)])
+        for name in ("first", "second")
+    }
+    result = sync(f"s3://{unique_name}", f"s3://{unique_name}-dst", site=moto_site, state=tmp_path / "s.db")
+    assert result.code == 0, result.stderr + result.stdout
+    assert etags(client, f"{unique_name}-dst") == sources
+    assert contents(client, f"{unique_name}-dst") == contents(client, unique_name)

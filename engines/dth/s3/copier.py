@@ -30,6 +30,7 @@ from dth.spec.model import S3Destination, S3Options, SseMode
 # Headers that travel with an object's content, as GET/HEAD return them and PUT takes them.
 CONTENT_HEADERS = ("ContentType", "CacheControl", "ContentEncoding", "ContentDisposition", "ContentLanguage")
 MAX_KEY_BYTES = 1024
+MAX_COPY_OBJECT_BYTES = 5 * 1024**3  # S3's limit for a single CopyObject
 CHECKSUM_FIELDS = {
     "ChecksumCRC32": "CRC32",
     "ChecksumCRC32C": "CRC32C",
@@ -126,6 +127,9 @@ class ObjectCopier:
         )
         # KMS-encrypted objects have ETags that are not MD5s: nothing to compare them with.
         self._etags_are_md5 = self.dest_spec.sse is not SseMode.AWS_KMS
+        # Whether this service's CopyObject keeps a multipart source's ETag (Ceph clones the object; AWS writes
+        # a new single-part one): unknown until the first multipart source is copied.
+        self._copy_keeps_multipart_etag: bool | None = None
 
     # --- reading the source ---------------------------------------------------------------
 
@@ -218,6 +222,10 @@ class ObjectCopier:
                 f"destination key would be {dest_key_bytes} bytes; S3 keys are at most {MAX_KEY_BYTES}",
                 retryable=False,
             )
+        if self._may_clone(size, etag):
+            cloned = self._clone_multipart(key, size, etag)
+            if cloned is not None:
+                return cloned
         layout, mark = self._layout(key, size, etag)
         mark = mark or not self._etags_are_md5
         if layout is None:
@@ -273,6 +281,39 @@ class ObjectCopier:
             # Nothing to compare the copy with: at least make sure it was made from the listed version.
             self._source_unchanged(key, etag)
         return CopyResult(dest_etag or etag, size, "copy-object")
+
+    def _may_clone(self, size: int, etag: str) -> bool:
+        return (
+            self.server_side
+            and self._etags_are_md5
+            and self._copy_keeps_multipart_etag is not False
+            and parts_count(etag) is not None
+            and size <= MAX_COPY_OBJECT_BYTES
+        )
+
+    def _clone_multipart(self, key: str, size: int, etag: str) -> CopyResult | None:
+        """One CopyObject for a multipart source, kept when the copy has the source's ETag (the same parts, so
+        the same bytes); None when the service gave it a new ETag: then it is copied again part by part, whose
+        ETag matches on every service, and CopyObject is not tried again for this task's other objects."""
+        arguments: dict[str, Any] = {
+            "Bucket": self.destination.bucket,
+            "Key": self.destination.key_for(key),
+            "CopySource": {"Bucket": self.source.bucket, "Key": self.source.key_for(key)},
+            "CopySourceIfMatch": _quoted(etag),
+            **self._write_arguments(),
+            **self.source.request_payer,
+        }
+        if not self.options.copy_metadata:
+            arguments["MetadataDirective"] = "REPLACE"
+        if not self.options.copy_tags:
+            arguments["TaggingDirective"] = "REPLACE"
+        response = self._guard(key, etag, lambda: self.destination.client.copy_object(**arguments))
+        dest_etag = normalize_etag(response.get("CopyObjectResult", {}).get("ETag"))
+        if dest_etag != etag:
+            self._copy_keeps_multipart_etag = False
+            return None
+        self._copy_keeps_multipart_etag = True
+        return CopyResult(dest_etag, size, "copy-object")
 
     def _source_unchanged(self, key: str, etag: str) -> None:
         """Copy conditions (x-amz-copy-source-if-match) are not honoured everywhere (Ceph ignores them):
