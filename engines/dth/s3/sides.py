@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +119,7 @@ def _s3_client(session: boto3.Session, **arguments: Any) -> Any:
     """An S3 client whose responses keep timestamps as the text the service sent. Parsing LastModified into a
     datetime was half of a listing's CPU time, and the engine never reads it."""
     botocore_session = session._session  # boto3 keeps its botocore session here; the components are public API
+    _share_loader(botocore_session)
     session.get_credentials()  # resolved before the swap: a credential provider's own clients keep the default
     default_factory = botocore_session.get_component("response_parser_factory")
     text_timestamps = botocore.parsers.ResponseParserFactory()
@@ -129,6 +131,21 @@ def _s3_client(session: boto3.Session, **arguments: Any) -> Any:
         botocore_session.register_component("response_parser_factory", default_factory)
     _resolve_endpoints_per_bucket(client)
     return client
+
+
+_shared_loader: Any = None
+_shared_loader_lock = threading.Lock()
+
+
+def _share_loader(botocore_session: Any) -> None:
+    """Each side has a session of its own; one data loader for all of them reads S3's service model and
+    endpoint rules once per process instead of once per side (a tenth of a small sync's start-up)."""
+    global _shared_loader
+    with _shared_loader_lock:
+        if _shared_loader is None:
+            _shared_loader = botocore_session.get_component("data_loader")
+        else:
+            botocore_session.register_component("data_loader", _shared_loader)
 
 
 # Endpoint parameters S3's endpoint rules declare but never read (botocore's ruleset for S3 has no reference to

@@ -110,7 +110,8 @@ class StandaloneSync:
         # for a message whose worker keeps dying.
         queue = SqliteQueue(database, name=run_id, max_receive_count=self.options.max_retries + 2)
         finder = Finder(source, destination, self.spec, queue, store, copier, list_threads=list_threads)
-        worker = Worker(copier, queue, store, workers=self.options.workers, retry=self.retry)
+        # A local queue is cheap to poll: a short wait lets a sync end as soon as its scan and copies do.
+        worker = Worker(copier, queue, store, workers=self.options.workers, retry=self.retry, receive_wait=0.02)
         scan_done = threading.Event()
         finished = threading.Event()
         outcome: dict[str, ScanReport | str] = {}

@@ -79,6 +79,7 @@ class Worker:
         retry: RetryPolicy,
         visibility_timeout: float = 300.0,
         events: EventTranslator | None = None,
+        receive_wait: float = 0.2,
     ) -> None:
         self.copier = copier
         self.queue = queue
@@ -87,6 +88,8 @@ class Worker:
         self.retry = retry
         self.visibility_timeout = visibility_timeout
         self.events = events
+        # How long a receive waits for messages: also how late an idle worker notices that the work is done.
+        self.receive_wait = receive_wait
         self._in_flight: dict[str, tuple[Message, float]] = {}
         self._lock = threading.Lock()
         self._finished: FinishedBatch | None = None  # while run() works: outcomes and acks in batches
@@ -281,7 +284,11 @@ class Worker:
                     last_heartbeat = time.monotonic()
                 with self._lock:
                     free = self.workers * 2 - len(self._in_flight)
-                messages = self.queue.receive(min(10, free), self.visibility_timeout, wait_seconds=0.2) if free else []
+                messages = (
+                    self.queue.receive(min(10, free), self.visibility_timeout, wait_seconds=self.receive_wait)
+                    if free
+                    else []
+                )
                 if not messages:
                     with self._lock:
                         busy = bool(self._in_flight)
