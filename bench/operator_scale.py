@@ -33,6 +33,7 @@ import yaml
 
 from dth.devtools.kubernetes import LocalKubernetes
 from dth.devtools.moto import MotoServer
+from dth.devtools.operator_env import operator_environment
 from dth.devtools.stacks import CAPABILITIES, LocalStacks
 from dth.spec.cfn import PluginSettings, TaskSize, s3_stack_parameters, template_path
 from dth.spec.model import S3TaskSpec
@@ -97,19 +98,12 @@ def run_operator(tasks: int, observe_interval: float, workdir: Path) -> dict[str
         }
         kubernetes.kubectl("apply", "-f", "-", input=yaml.safe_dump(secret))
         stacks = LocalStacks(moto.endpoint_url)
-        network = stacks.network("bench")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DTH_")) or k == "AWS_CA_BUNDLE"}
-        env.update(
-            KUBECONFIG=str(kubernetes.kubeconfig),
-            AWS_ENDPOINT_URL=moto.endpoint_url,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_REGION="us-east-1",
-            DTH_SUBNETS=",".join(network.subnets),
-            DTH_SECURITY_GROUPS=",".join(network.security_groups),
-            DTH_ENGINE_IMAGE="dth-engine:bench",
-            DTH_OBSERVE_INTERVAL=str(observe_interval),
-            DTH_METRICS_PORT="0",
+        env = operator_environment(
+            kubernetes.kubeconfig,
+            moto.endpoint_url,
+            stacks.network("bench"),
+            engine_image="dth-engine:bench",
+            observe_interval=observe_interval,
         )
         log_path = workdir / "operator.log"
         with log_path.open("w") as log:

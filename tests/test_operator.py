@@ -22,6 +22,7 @@ from dth.devtools.ecs_runner import EcsRunner
 from dth.devtools.faultproxy import Fault, FaultProxy
 from dth.devtools.kubernetes import LocalKubernetes
 from dth.devtools.moto import MotoServer
+from dth.devtools.operator_env import operator_environment
 from dth.devtools.ports import free_port
 from dth.devtools.sites import S3Site
 from dth.devtools.stacks import LocalStacks
@@ -89,18 +90,13 @@ def start_operator(
         liveness: str = "",
         settings: dict[str, str] | None = None,
     ) -> subprocess.Popen[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DTH_")) or k == "AWS_CA_BUNDLE"}
-        env.update(
-            KUBECONFIG=str(kubernetes.kubeconfig),
-            AWS_ENDPOINT_URL=endpoint or moto_server.endpoint_url,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_REGION="us-east-1",
-            DTH_SUBNETS=",".join(network.subnets),
-            DTH_SECURITY_GROUPS=",".join(network.security_groups),
-            DTH_ENGINE_IMAGE="dth-engine:test",
-            DTH_OBSERVE_INTERVAL="1",
-            DTH_METRICS_PORT=str(metrics_port if not started else free_port()),  # replicas side by side
+        env = operator_environment(
+            kubernetes.kubeconfig,
+            endpoint or moto_server.endpoint_url,
+            network,
+            engine_image="dth-engine:test",
+            observe_interval=1,
+            metrics_port=metrics_port if not started else free_port(),  # replicas side by side
         )
         env.update(settings or {})
         log = (tmp_path / f"operator-{len(started)}.log").open("w")  # closed when the test's tmp_path goes
