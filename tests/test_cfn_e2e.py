@@ -232,11 +232,18 @@ def test_image_plugin_stack_copies_between_two_registries_through_its_own_task_d
         repository, tag = name.split(":")
         assert destination.digest(f"mirror/{repository}", tag) == digest
 
-    # The run's exact summary: the engine's JSON line (its status store is a local file for now, see below).
+    # The run's exact summary: the engine's JSON line, and the stack's status table (what the operator reads).
     summaries = [
         json.loads(line)
         for line in sync.log_path.read_text().splitlines()
         if line.startswith("{") and '"counters"' in line
     ]
     assert [s["counters"] for s in summaries] == [{"found": 2, "copied": 2, "skipped": 0, "failed": 0}]
+    from dth.state.dynamodb import DynamoStatusStore
+
+    table = DynamoStatusStore(stacks.client("dynamodb"), outputs["TableName"])
+    run = table.latest_run(task_name)
+    assert run is not None and table.scan_finished(run)
+    counters = table.counters(run)
+    assert (counters.found, counters.copied, counters.failed) == (2, 2, 0)
     stacks.delete(stack)

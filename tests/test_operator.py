@@ -448,3 +448,69 @@ def test_an_unreadable_template_is_reported_on_the_resource(
     assert str(missing) in status["message"] and "operator setting" in status["message"]
     assert {c["type"]: c["reason"] for c in status["conditions"]}["StackSynced"] == "TemplateUnreadable"
     assert stacks(aws, cluster.namespace) == []
+
+
+@pytest.mark.operator_e2e
+def test_an_image_task_copies_between_registries_and_reports_success(
+    cluster: Cluster,
+    start_operator: Callable[..., Any],
+    aws: LocalStacks,
+    moto_server: MotoServer,
+    registry: Any,
+    auth_registry: Any,
+    unique_name: str,
+    tmp_path: Path,
+) -> None:
+    from dth.devtools.oci import Pusher, build_image
+
+    source = Pusher(registry.url)
+    images = {f"{unique_name}/web:1.0": build_image(f"{unique_name}-web", layers=2)}
+    images[f"{unique_name}/api:2"] = build_image(f"{unique_name}-api", layers=1)
+    digests = {name: source.push(*name.split(":"), artifact) for name, artifact in images.items()}
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "registry-login"},
+            "stringData": {"username": auth_registry.username, "password": auth_registry.password},
+        }
+    )
+    start_operator()
+    cluster.apply(
+        {
+            "apiVersion": "dth.io/v1alpha1",
+            "kind": "TransferTask",
+            "metadata": {"name": "mirror"},
+            "spec": {
+                "type": "Image",
+                "source": {
+                    "type": "Registry",
+                    "registry": registry.host,
+                    "insecure": True,
+                    "images": {"names": sorted(images)},
+                },
+                "destination": {
+                    "type": "Registry",
+                    "registry": auth_registry.host,
+                    "insecure": True,
+                    "prefix": "mirror/",
+                    "credentials": {"secretName": "registry-login"},
+                },
+            },
+        }
+    )
+    (stack,) = wait_for(lambda: stacks(aws, unique_name), what="the image plugin stack")
+    assert auth_registry.password not in json.dumps(stack, default=str)
+    with EcsRunner(moto_server.endpoint_url, log_dir=tmp_path / "ecs", poll_interval=0.5):
+        wait_for(
+            lambda: cluster.phase("mirror") == "Succeeded",
+            timeout=180,
+            what="phase Succeeded",
+            detail=lambda: cluster.status("mirror"),
+        )
+    status = cluster.status("mirror")
+    assert status["objects"]["found"] == 2 and status["objects"]["copied"] == 2 and status["objects"]["failed"] == 0
+    destination = Pusher(auth_registry.url, username=auth_registry.username, password=auth_registry.password)
+    for name, digest in digests.items():
+        repository, tag = name.split(":")
+        assert destination.digest(f"mirror/{repository}", tag) == digest

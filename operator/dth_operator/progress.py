@@ -59,10 +59,12 @@ def phase_of(stack: StackState, progress: Progress, *, once: bool, suspended: bo
     if suspended:
         return Phase.SUSPENDED, "workers and schedule stopped"
     c = progress.counters
-    idle = progress.depth is not None and progress.depth.pending == 0
+    # An image stack has no queue (its one task copies everything itself): nothing can be pending there.
+    idle = progress.depth is None or progress.depth.pending == 0
     if once and progress.run and progress.scan_finished and idle and progress.accounted:
         if c.failed:
-            return Phase.FAILED, f"{c.failed} of {c.found} objects failed; see the dead-letter queue"
+            where = "; see the dead-letter queue" if progress.depth is not None else "; see the engine's log"
+            return Phase.FAILED, f"{c.failed} of {c.found} failed{where}"
         return Phase.SUCCEEDED, f"{c.copied} copied, {c.skipped} skipped of {c.found} found"
     return Phase.RUNNING, "scanning" if progress.run and not progress.scan_finished else "transferring"
 
