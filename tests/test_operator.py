@@ -514,3 +514,30 @@ def test_an_image_task_copies_between_registries_and_reports_success(
     for name, digest in digests.items():
         repository, tag = name.split(":")
         assert destination.digest(f"mirror/{repository}", tag) == digest
+
+
+@pytest.mark.operator_e2e
+def test_a_missing_bucket_fails_the_task_with_a_message_that_names_it(
+    cluster: Cluster,
+    start_operator: Callable[..., Any],
+    aws: LocalStacks,
+    moto_server: MotoServer,
+    rgw_site: S3Site,
+    unique_name: str,
+    tmp_path: Path,
+) -> None:
+    rgw_site.client().create_bucket(Bucket=f"{unique_name}-a")
+    cluster.apply(secret("rgw-keys", rgw_site))
+    start_operator()
+    cluster.apply(transfer_task("nowhere", rgw_site, f"{unique_name}-a", f"{unique_name}-missing"))
+    wait_for(lambda: stacks(aws, unique_name), what="the plugin stack")
+    with EcsRunner(moto_server.endpoint_url, log_dir=tmp_path / "ecs", poll_interval=0.5):
+        wait_for(
+            lambda: cluster.phase("nowhere") == "Failed",
+            timeout=180,
+            what="phase Failed",
+            detail=lambda: cluster.status("nowhere"),
+        )
+    message = cluster.status("nowhere")["message"]
+    assert message.startswith("the scan failed") and f"{unique_name}-missing" in message
+    assert rgw_site.secret_key not in json.dumps(cluster.status("nowhere"))

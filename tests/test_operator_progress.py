@@ -46,3 +46,11 @@ def test_scheduled_tasks_stay_running_and_stack_states_come_first() -> None:
     assert phase_of(failed, progress(2, 2), once=True, suspended=False) == (Phase.FAILED, "LogGroup: denied")
     creating = StackState(name="s", stack_id="id", status="CREATE_IN_PROGRESS", reason="", uid="u")
     assert phase_of(creating, progress(0, 0), once=True, suspended=False)[0] is Phase.PROVISIONING
+
+
+def test_a_failed_scan_fails_the_task_with_its_reason() -> None:
+    failed = Progress("run-2", TransferCounters(), True, QueueDepth(0, 0, 0), "destination bucket b does not exist")
+    assert phase_of(READY, failed, once=False, suspended=False) == (
+        Phase.FAILED,
+        "the scan failed: destination bucket b does not exist",
+    )

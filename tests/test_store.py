@@ -320,6 +320,34 @@ def test_scan_finished_and_unknown_run(store: StatusStore) -> None:
         store.counters("no-such-run")
 
 
+def test_a_failed_scan_ends_the_scan_with_its_reason(store: StatusStore) -> None:
+    failed, fine = store.start_run("task"), store.start_run("task")
+    store.fail_scan(failed, "destination bucket dst does not exist")
+    store.finish_scan(fine)
+    assert store.scan_finished(failed) and store.scan_error(failed) == "destination bucket dst does not exist"
+    assert store.scan_error(fine) is None
+    assert store.scan_error("no-such-run") is None
+
+
+def test_a_state_file_from_before_scan_errors_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE runs (run_id TEXT PRIMARY KEY, task TEXT NOT NULL, started REAL NOT NULL, "
+            "scan_finished REAL, found INTEGER NOT NULL DEFAULT 0, copied INTEGER NOT NULL DEFAULT 0, "
+            "skipped INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, "
+            "bytes_found INTEGER NOT NULL DEFAULT 0, bytes_copied INTEGER NOT NULL DEFAULT 0, "
+            "bytes_skipped INTEGER NOT NULL DEFAULT 0)"
+        )
+        old.execute("INSERT INTO runs (run_id, task, started) VALUES ('r1', 'task', 1)")
+    store = SqliteStatusStore(path)
+    assert store.scan_error("r1") is None
+    store.fail_scan("r1", "access denied")
+    assert store.scan_error("r1") == "access denied"
+
+
 def test_records_limit_and_state_filter(store: StatusStore) -> None:
     run = store.start_run("task")
     store.plan(run, [planned(f"k{i}", i) for i in range(10)])

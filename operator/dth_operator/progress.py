@@ -20,6 +20,7 @@ class Progress:
     counters: TransferCounters
     scan_finished: bool
     depth: QueueDepth | None
+    scan_error: str | None = None  # the run's scan could not run or finish, and why
 
     @property
     def accounted(self) -> bool:
@@ -35,10 +36,11 @@ def read_progress(dynamodb: Any, sqs: Any, task: str, outputs: dict[str, str]) -
     run = store.latest_run(task)
     counters = store.counters(run) if run else TransferCounters()
     finished = store.scan_finished(run) if run else False
+    error = store.scan_error(run) if run and finished else None
     depth = None
     if outputs.get("QueueUrl") and outputs.get("DeadLetterQueueUrl"):
         depth = SqsQueue(sqs, outputs["QueueUrl"], outputs["DeadLetterQueueUrl"]).depth()
-    return Progress(run, counters, finished, depth)
+    return Progress(run, counters, finished, depth, error)
 
 
 def now() -> str:
@@ -58,6 +60,8 @@ def phase_of(stack: StackState, progress: Progress, *, once: bool, suspended: bo
         return Phase.PROVISIONING, f"stack {stack.status}"
     if suspended:
         return Phase.SUSPENDED, "workers and schedule stopped"
+    if progress.scan_error:
+        return Phase.FAILED, f"the scan failed: {progress.scan_error}"
     c = progress.counters
     # An image stack has no queue (its one task copies everything itself): nothing can be pending there.
     idle = progress.depth is None or progress.depth.pending == 0

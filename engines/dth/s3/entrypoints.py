@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from dth.errors import SpecError
+from dth.errors import DthError, SpecError
 from dth.s3.copier import ObjectCopier
 from dth.s3.events import EventTranslator
 from dth.s3.finder import Finder
@@ -38,6 +38,8 @@ from dth.spec.environment import ENV_PREFIX, spec_from_environment
 from dth.spec.load import describe_validation_error
 from dth.spec.model import EventsMode, S3TaskSpec
 from dth.state.backends import StateConfig, open_state
+from dth.state.queue import WorkQueue
+from dth.state.store import StatusStore
 
 log = logging.getLogger(__name__)
 
@@ -121,31 +123,40 @@ def run_finder(environment: EngineEnvironment) -> int:
 
     renewer = threading.Thread(target=renew, name="scan-lock", daemon=True)
     renewer.start()
+    run_id = store.start_run(environment.task_name)
     try:
-        source, destination = _sides(environment)
-        check_bucket(source)
-        check_bucket(destination)
-        run_id = store.start_run(environment.task_name)
-        log.info("scan started", extra={"task": environment.task_name, "run": run_id})
-        with ThreadPoolExecutor(max_workers=1) as unused_parts:
-            inspector = ObjectCopier(source, destination, environment.spec.options, unused_parts)
-            finder = Finder(source, destination, environment.spec, queue, store, inspector)
-            report = finder.scan(run_id)
-        log.info(
-            "scan done",
-            extra={
-                "task": environment.task_name,
-                "run": run_id,
-                "found": report.found,
-                "to_copy": report.to_copy,
-                "unchanged": report.unchanged,
-                "to_delete": report.to_delete,
-            },
-        )
+        _scan(environment, queue, store, run_id)
+    except Exception as error:
+        # Recorded on the run, so that the operator's status names the problem, not just a stopped task.
+        reason = str(error) if isinstance(error, DthError) else f"{type(error).__name__}: {error}"
+        store.fail_scan(run_id, reason)
+        raise
     finally:
         stop_renewing.set()
         store.release_scan_lock(environment.task_name, owner)
     return 0
+
+
+def _scan(environment: EngineEnvironment, queue: WorkQueue, store: StatusStore, run_id: str) -> None:
+    source, destination = _sides(environment)
+    check_bucket(source)
+    check_bucket(destination)
+    log.info("scan started", extra={"task": environment.task_name, "run": run_id})
+    with ThreadPoolExecutor(max_workers=1) as unused_parts:
+        inspector = ObjectCopier(source, destination, environment.spec.options, unused_parts)
+        finder = Finder(source, destination, environment.spec, queue, store, inspector)
+        report = finder.scan(run_id)
+    log.info(
+        "scan done",
+        extra={
+            "task": environment.task_name,
+            "run": run_id,
+            "found": report.found,
+            "to_copy": report.to_copy,
+            "unchanged": report.unchanged,
+            "to_delete": report.to_delete,
+        },
+    )
 
 
 def run_worker(environment: EngineEnvironment, *, exit_when_idle: float | None = None) -> int:

@@ -449,6 +449,20 @@ class DynamoStatusStore(StatusStore):
         item = self._get(_run_key(run_id), ["scan_finished"])
         return bool(item and "scan_finished" in item)
 
+    def fail_scan(self, run_id: str, reason: str) -> None:
+        self._update(
+            _run_key(run_id),
+            "SET scan_finished = :now, scan_error = :reason",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":now": _n(time.time()), ":reason": _text(reason)},
+        )
+
+    def scan_error(self, run_id: str) -> str | None:
+        item = self._get(_run_key(run_id), ["scan_error"])
+        if not item or "scan_error" not in item:
+            return None
+        return str(item["scan_error"].get("S", "")) or None
+
     def counters(self, run_id: str) -> TransferCounters:
         item = self._get(_run_key(run_id))
         if item is None:

@@ -95,6 +95,15 @@ class StatusStore(ABC):
     def scan_finished(self, run_id: str) -> bool: ...
 
     @abstractmethod
+    def fail_scan(self, run_id: str, reason: str) -> None:
+        """The scan could not run or finish (a missing bucket, a refused credential): it ends here, and the
+        reason is what status reports show."""
+
+    @abstractmethod
+    def scan_error(self, run_id: str) -> str | None:
+        """Why the run's scan failed; None when it did not."""
+
+    @abstractmethod
     def counters(self, run_id: str) -> TransferCounters: ...
 
     @abstractmethod
@@ -150,6 +159,7 @@ CREATE TABLE IF NOT EXISTS runs (
     task TEXT NOT NULL,
     started REAL NOT NULL,
     scan_finished REAL,
+    scan_error TEXT,
     found INTEGER NOT NULL DEFAULT 0,
     copied INTEGER NOT NULL DEFAULT 0,
     skipped INTEGER NOT NULL DEFAULT 0,
@@ -204,6 +214,10 @@ class SqliteStatusStore(StatusStore):
         # A database shared with the queue: one connection, so the two never wait on each other's file lock.
         self._db = path if isinstance(path, SqliteDatabase) else SqliteDatabase(path)
         self._db.executescript(_SCHEMA)
+        with self._db.transaction() as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            if "scan_error" not in columns:  # a state file written before scan errors were recorded
+                db.execute("ALTER TABLE runs ADD COLUMN scan_error TEXT")
 
     def start_run(self, task: str) -> str:
         run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
@@ -299,6 +313,17 @@ class SqliteStatusStore(StatusStore):
         with self._db.reading() as db:
             row = db.execute("SELECT scan_finished FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return bool(row and row[0] is not None)
+
+    def fail_scan(self, run_id: str, reason: str) -> None:
+        with self._db.transaction() as db:
+            db.execute(
+                "UPDATE runs SET scan_finished = ?, scan_error = ? WHERE run_id = ?", (time.time(), reason, run_id)
+            )
+
+    def scan_error(self, run_id: str) -> str | None:
+        with self._db.reading() as db:
+            row = db.execute("SELECT scan_error FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
 
     def counters(self, run_id: str) -> TransferCounters:
         with self._db.reading() as db:
