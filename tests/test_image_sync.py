@@ -484,3 +484,44 @@ def test_container_entrypoint_reads_its_config_from_the_environment(
 
     broken = dth("image", "sync-env", env={**env, "DTH_TASK_SPEC": '{"type": "Image"'})
     assert broken.returncode == 2 and "DTH_TASK_SPEC" in broken.stderr
+
+
+def test_container_entrypoint_records_a_run_that_could_not_start_in_the_status_table(
+    registry: DockerRegistry, moto_server: Any, unique_name: str, tmp_path: Path
+) -> None:
+    """The operator reads the stack's status table: a registry that cannot be reached must show there."""
+    import boto3
+
+    from dth.devtools.ports import free_port
+    from dth.state.dynamodb import DynamoStatusStore, create_table
+
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=moto_server.access_key,
+        aws_secret_access_key=moto_server.secret_key,
+    )
+    create_table(dynamodb, unique_name)
+    nowhere = f"127.0.0.1:{free_port()}"
+    spec = {
+        "type": "Image",
+        "source": {"type": "Registry", "registry": registry.host, "insecure": True, "images": {"all": True}},
+        "destination": {"type": "Registry", "registry": nowhere, "insecure": True},
+        "options": {"maxRetries": 0},
+    }
+    env = {
+        "DTH_TASK_SPEC": json.dumps(spec),
+        "DTH_TASK_NAME": "ns-unreachable",
+        "DTH_TABLE_NAME": unique_name,
+        "AWS_ENDPOINT_URL": moto_server.endpoint_url,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": moto_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": moto_server.secret_key,
+    }
+    done = dth("image", "sync-env", env=env)
+    assert done.returncode == 2 and nowhere in done.stderr
+    table = DynamoStatusStore(dynamodb, unique_name)
+    run = table.latest_run("ns-unreachable")
+    assert run is not None and table.scan_finished(run)
+    assert nowhere in (table.scan_error(run) or "")

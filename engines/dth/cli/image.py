@@ -312,6 +312,8 @@ def execute(
             result = sync.run()
     except DthError as error:
         print(f"dth: error: {error}", file=sys.stderr)
+        if store is not None:  # a run that could not start, recorded so that the task's status names why
+            store.fail_scan(store.start_run(task_name), str(error))
         return EXIT_ERROR
     if output == "json":
         print(json.dumps(as_json(result), ensure_ascii=False))
