@@ -12,6 +12,7 @@ from typing import Any
 from dth.errors import AccessError
 from dth.image.refs import DOCKER_HUB_NAMES
 from dth.image.registry import Login
+from dth.secret_sources import kubernetes_secret_fields, secrets_manager_fields
 from dth.spec.image import ImageCredentials
 
 USERNAME_FIELD = "username"
@@ -70,41 +71,13 @@ def login_from_env(prefix: str) -> Login:
 
 
 def login_from_secrets_manager(arn: str, host: str) -> Login:
-    import boto3
-    import botocore.exceptions
-
-    client = boto3.Session().client("secretsmanager", region_name=arn.split(":")[3])
-    try:
-        secret = client.get_secret_value(SecretId=arn)["SecretString"]
-    except botocore.exceptions.ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "Error")
-        raise AccessError(f"cannot read Secrets Manager secret {arn}: {code}") from None
-    except botocore.exceptions.BotoCoreError as error:
-        raise AccessError(f"cannot read Secrets Manager secret {arn}: {error}") from None
-    try:
-        values = json.loads(secret)
-    except json.JSONDecodeError:
-        raise AccessError(f"Secrets Manager secret {arn} is not JSON") from None
-    if not isinstance(values, dict):
-        raise AccessError(f"Secrets Manager secret {arn} is not a JSON object")
-    return _login_from_mapping(values, host, f"Secrets Manager secret {arn}")
+    values, where = secrets_manager_fields(arn)
+    return _login_from_mapping(values, host, where)
 
 
 def login_from_kubernetes(name: str, namespace: str, host: str) -> Login:
-    import kubernetes
-
-    try:
-        try:
-            kubernetes.config.load_incluster_config()
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()
-        secret = kubernetes.client.CoreV1Api().read_namespaced_secret(name, namespace)
-    except kubernetes.config.ConfigException:
-        raise AccessError(f"credentials name Kubernetes Secret {name!r}, but no cluster is configured") from None
-    except kubernetes.client.ApiException as error:
-        raise AccessError(f"cannot read Kubernetes Secret {namespace}/{name}: {error.reason}") from None
-    data = {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
-    return _login_from_mapping(data, host, f"Kubernetes Secret {namespace}/{name}")
+    data, where = kubernetes_secret_fields(name, namespace)
+    return _login_from_mapping(data, host, where)
 
 
 def registry_login(credentials: ImageCredentials | None, host: str, namespace: str = "default") -> Login | None:

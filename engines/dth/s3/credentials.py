@@ -3,8 +3,6 @@ except inside the session, and never appear in a repr, a log line or an error.""
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +14,7 @@ import botocore.exceptions
 import botocore.session
 
 from dth.errors import AccessError
+from dth.secret_sources import kubernetes_secret_fields, secrets_manager_fields
 from dth.spec.model import Credentials
 
 ACCESS_KEY_FIELD = "access_key_id"
@@ -37,37 +36,13 @@ def _key_pair_from_mapping(values: dict[str, str], where: str) -> KeyPair:
 
 
 def key_pair_from_secrets_manager(arn: str, session: boto3.Session | None = None) -> KeyPair:
-    client = (session or boto3.Session()).client("secretsmanager", region_name=arn.split(":")[3])
-    try:
-        secret = client.get_secret_value(SecretId=arn)["SecretString"]
-    except botocore.exceptions.ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "Error")
-        raise AccessError(f"cannot read Secrets Manager secret {arn}: {code}") from None
-    except botocore.exceptions.BotoCoreError as error:
-        raise AccessError(f"cannot read Secrets Manager secret {arn}: {error}") from None
-    try:
-        values = json.loads(secret)
-    except json.JSONDecodeError:
-        raise AccessError(f"Secrets Manager secret {arn} is not JSON") from None
-    return _key_pair_from_mapping(values, f"Secrets Manager secret {arn}")
+    values, where = secrets_manager_fields(arn, session)
+    return _key_pair_from_mapping(values, where)
 
 
 def key_pair_from_kubernetes(name: str, namespace: str) -> KeyPair:
-    # Imported here: engines running on ECS never talk to Kubernetes.
-    import kubernetes
-
-    try:
-        try:
-            kubernetes.config.load_incluster_config()
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()
-        secret = kubernetes.client.CoreV1Api().read_namespaced_secret(name, namespace)
-    except kubernetes.config.ConfigException:
-        raise AccessError(f"credentials name Kubernetes Secret {name!r}, but no cluster is configured") from None
-    except kubernetes.client.ApiException as error:
-        raise AccessError(f"cannot read Kubernetes Secret {namespace}/{name}: {error.reason}") from None
-    data = {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
-    return _key_pair_from_mapping(data, f"Kubernetes Secret {namespace}/{name}")
+    data, where = kubernetes_secret_fields(name, namespace)
+    return _key_pair_from_mapping(data, where)
 
 
 # Keys from a secret are read again this often, so that a rotated secret takes effect on its own.
