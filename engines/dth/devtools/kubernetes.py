@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -455,21 +454,6 @@ def _natural_key(text: str) -> list[tuple[int, int | str]]:
     return [(0, int(part)) if part.isdigit() else (1, part) for part in re.findall(r"\d+|\D+", text)]
 
 
-def wait_for_signal(cluster: LocalKubernetes) -> int:
-    """Block until SIGINT or SIGTERM (exit code 0) or until a process dies (exit code 1)."""
-    signals = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    try:
-        while True:
-            if signal.sigtimedwait(signals, 1.0) is not None:
-                return 0
-            if not cluster.running:
-                print(f"a Kubernetes process exited\n{cluster.log_tails()}", file=sys.stderr)
-                return 1
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dth.devtools.kubernetes",
@@ -500,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "startup_seconds": round(cluster.startup_seconds or 0.0, 2),
         }
         print(json.dumps(info), flush=True)
-        return wait_for_signal(cluster)
+        return cluster.wait_for_signal()
     finally:
         cluster.stop()
 

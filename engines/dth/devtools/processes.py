@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -138,6 +139,21 @@ class ServerProcesses:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    def wait_for_signal(self) -> int:
+        """Block until SIGINT or SIGTERM (exit code 0) or until a process dies (exit code 1): the command line
+        launchers' foreground."""
+        signals = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        try:
+            while True:
+                if signal.sigtimedwait(signals, 1.0) is not None:
+                    return 0
+                if not self.running:
+                    print(f"a process of {self._what} exited\n{self.log_tails()}", file=sys.stderr)
+                    return 1
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def log_tails(self, lines: int | None = None) -> str:
         """The last lines of every log file, for error messages."""

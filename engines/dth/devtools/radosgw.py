@@ -410,21 +410,6 @@ class RadosGateway(ServerProcesses):
         return site.client(max_attempts=1, connect_timeout=1, read_timeout=5)
 
 
-def wait_for_signal(gateway: RadosGateway) -> int:
-    """Block until SIGINT or SIGTERM (exit code 0) or until a daemon dies (exit code 1)."""
-    signals = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    try:
-        while True:
-            if signal.sigtimedwait(signals, 1.0) is not None:
-                return 0
-            if not gateway.running:
-                print(f"a Ceph daemon exited\n{gateway.log_tails()}", file=sys.stderr)
-                return 1
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dth.devtools.radosgw",
@@ -460,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "startup_seconds": round(gateway.startup_seconds or 0.0, 2),
         }
         print(json.dumps(info), flush=True)
-        return wait_for_signal(gateway)
+        return gateway.wait_for_signal()
     finally:
         gateway.stop()
 
