@@ -161,6 +161,16 @@ def transfer_task(name: str, site: S3Site, source: str, destination: str, **spec
     }
 
 
+def events(cluster: Cluster, name: str) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events about one TransferTask."""
+    listed = json.loads(cluster.kubectl("get", "events", "-o", "json").stdout)["items"]
+    return [
+        (e.get("type", ""), e.get("reason", ""), e.get("message", ""))
+        for e in listed
+        if e.get("involvedObject", {}).get("name") == name and e.get("involvedObject", {}).get("kind") == "TransferTask"
+    ]
+
+
 def stacks(aws: LocalStacks, namespace: str) -> list[dict[str, Any]]:
     found = aws.cloudformation.describe_stacks()["Stacks"]
     return [
@@ -212,6 +222,10 @@ def test_apply_runs_the_transfer_and_reports_success(
     assert len(copied) == 12
     table = cluster.kubectl("get", "tt").stdout
     assert "Succeeded" in table and "12/12" in table
+    announced = wait_for(
+        lambda: [e for e in events(cluster, "copy") if e[1] == "Succeeded"], timeout=30, what="a Succeeded Event"
+    )
+    assert announced[0][0] == "Normal" and "12 copied" in announced[0][2]
     assert rgw_site.secret_key not in json.dumps(status)
     port = start_operator.metrics_port  # type: ignore[attr-defined]
     exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -540,4 +554,8 @@ def test_a_missing_bucket_fails_the_task_with_a_message_that_names_it(
         )
     message = cluster.status("nowhere")["message"]
     assert message.startswith("the scan failed") and f"{unique_name}-missing" in message
+    warned = wait_for(
+        lambda: [e for e in events(cluster, "nowhere") if e[1] == "Failed"], timeout=30, what="a Failed Event"
+    )
+    assert warned[0][0] == "Warning" and f"{unique_name}-missing" in warned[0][2]
     assert rgw_site.secret_key not in json.dumps(cluster.status("nowhere"))

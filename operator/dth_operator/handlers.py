@@ -205,7 +205,15 @@ def reconcile(
 
 @kopf.timer(*RESOURCE, interval=SETTINGS.observe_interval, initial_delay=1.0)
 def observe(
-    *, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str | None, patch: kopf.Patch, logger: Any, **_: Any
+    *,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    patch: kopf.Patch,
+    logger: Any,
+    **_: Any,
 ) -> None:
     """Poll the real state: the stack, the counters, the queues."""
     namespace = namespace or "default"
@@ -255,6 +263,7 @@ def observe(
             ],
         )
         write_status(namespace, name, observed)
+        _announce(body, namespace, name, phase, message, previous=status.get("phase"))
         metrics.set_phase(namespace, name, phase)
         for outcome in ("found", "copied", "skipped", "failed"):
             metrics.OBJECTS.labels(namespace, name, outcome).set(getattr(c, outcome))
@@ -265,6 +274,23 @@ def observe(
             metrics.DEAD_LETTERS.labels(namespace, name).set(dead)
 
 
+# The phase each task's last Event announced. The timer's `status` can lag behind what it wrote itself (the
+# watch brings it back later), so it alone would announce some changes twice.
+_announced: dict[tuple[str, str], str] = {}
+
+
+def _announce(body: kopf.Body, namespace: str, name: str, phase: Phase, message: str, previous: str | None) -> None:
+    """An Event when the phase changes: what `kubectl describe tt` and `kubectl get events` show."""
+    before = _announced.get((namespace, name), previous)
+    _announced[(namespace, name)] = phase.value
+    if phase.value == before:
+        return
+    if phase is Phase.FAILED:
+        kopf.warn(body, reason=phase.value, message=message)
+    else:
+        kopf.info(body, reason=phase.value, message=message)
+
+
 @kopf.on.delete(*RESOURCE)
 def remove(*, meta: kopf.Meta, status: kopf.Status, name: str, namespace: str | None, logger: Any, **_: Any) -> None:
     """Delete the stack and the task's secrets, waiting until the stack is gone (the finalizer holds the
@@ -272,6 +298,7 @@ def remove(*, meta: kopf.Meta, status: kopf.Status, name: str, namespace: str | 
     namespace = namespace or "default"
     with timed("delete"):
         metrics.set_phase(namespace, name, None)
+        _announced.pop((namespace, name), None)
         if meta.get("annotations", {}).get(RETAIN_ANNOTATION) == "retain":
             logger.info("deletion policy retain: stack and secrets kept")
             return
