@@ -526,6 +526,7 @@ def test_multipart_sources_are_cloned_with_one_copy_object_where_the_server_keep
 ) -> None:
     """Ceph's CopyObject clones a multipart object, ETag and all: no need to copy it part by part."""
     client, src, dst = buckets
+    client.create_bucket(Bucket=f"{dst}-giant")
     etags_before = {
         name: upload_multipart(client, src, name, [os.urandom(5 * MiB), os.urandom(MiB)]) for name in ("m1", "m2")
     }
@@ -533,9 +534,22 @@ def test_multipart_sources_are_cloned_with_one_copy_object_where_the_server_keep
         part_copies = proxy.add(Fault(method="PUT", query_contains="partNumber", delay=0.001))
         uploads = proxy.add(Fault(method="POST", query_contains="uploads", delay=0.001))
         result = sync(f"s3://{src}", f"s3://{dst}", site=rgw_site, state=tmp_path / "s.db", endpoint=proxy.url)
-    assert result.code == 0, result.stderr + result.stdout
-    assert contents(client, dst) == contents(client, src)
-    assert etags(client, dst) == etags_before
+        assert result.code == 0, result.stderr + result.stdout
+        assert contents(client, dst) == contents(client, src)
+        assert etags(client, dst) == etags_before
+        assert part_copies.hits == 0 and uploads.hits == 0
+        # Above the giant-object threshold too: cloned, not split into parts for several workers.
+        giant = sync(
+            f"s3://{src}",
+            f"s3://{dst}-giant",
+            "--giant-file-threshold",
+            "5MiB",
+            site=rgw_site,
+            state=tmp_path / "giant.db",
+            endpoint=proxy.url,
+        )
+    assert giant.code == 0, giant.stderr + giant.stdout
+    assert etags(client, f"{dst}-giant") == etags_before
     assert part_copies.hits == 0 and uploads.hits == 0
 
 

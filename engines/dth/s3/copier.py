@@ -222,10 +222,9 @@ class ObjectCopier:
                 f"destination key would be {dest_key_bytes} bytes; S3 keys are at most {MAX_KEY_BYTES}",
                 retryable=False,
             )
-        if self._may_clone(size, etag):
-            cloned = self._clone_multipart(key, size, etag)
-            if cloned is not None:
-                return cloned
+        cloned = self.try_clone(key, size, etag)
+        if cloned is not None:
+            return cloned
         layout, mark = self._layout(key, size, etag)
         mark = mark or not self._etags_are_md5
         if layout is None:
@@ -281,6 +280,11 @@ class ObjectCopier:
             # Nothing to compare the copy with: at least make sure it was made from the listed version.
             self._source_unchanged(key, etag)
         return CopyResult(dest_etag or etag, size, "copy-object")
+
+    def try_clone(self, key: str, size: int, etag: str) -> CopyResult | None:
+        """One CopyObject for a multipart source on the same service, where that keeps its ETag; None when it
+        does not apply or did not keep the ETag (then copy it part by part)."""
+        return self._clone_multipart(key, size, etag) if self._may_clone(size, etag) else None
 
     def _may_clone(self, size: int, etag: str) -> bool:
         return (

@@ -127,7 +127,8 @@ class Worker:
         if item.part is not None:
             return self._copy_giant_part(item, item.part)
         if item.size > self.copier.options.giant_file_threshold:
-            return self._split_giant(item)
+            cloned = self._clone_giant(item)
+            return cloned if cloned is not None else self._split_giant(item)
         etag, size = item.etag, item.size
         for _ in range(SOURCE_CHANGE_FOLLOWS):
             try:
@@ -143,6 +144,18 @@ class Worker:
                     return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
                 etag, size = normalize_etag(head.get("ETag")), int(head.get("ContentLength", 0))
         raise CopyError("the source object kept changing during the copy")
+
+    def _clone_giant(self, item: WorkItem) -> ObjectResult | None:
+        """A giant object the service can clone in one CopyObject needs no parts spread over workers."""
+        try:
+            cloned = self.copier.try_clone(item.key, item.size, item.etag)
+        except SourceVanishedError as gone:
+            return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
+        except SourceChangedError:
+            return None  # the split below follows the source's new version
+        if cloned is None:
+            return None
+        return ObjectResult(item.key, Operation.COPY, ObjectState.COPIED, cloned.size, cloned.dest_etag)
 
     def _split_giant(self, item: WorkItem) -> ObjectResult | None:
         """Start the multipart upload of a giant object and queue one message per part, so that every
