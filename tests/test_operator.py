@@ -161,6 +161,13 @@ def transfer_task(name: str, site: S3Site, source: str, destination: str, **spec
     }
 
 
+def create_stack_fault(status: int, code: str, times: int | None = None) -> Fault:
+    """CloudFormation's CreateStack answered with an error (query protocol), `times` times or always."""
+    return Fault(
+        method="POST", body_contains="Action=CreateStack", status=status, code=code, protocol="query", times=times
+    )
+
+
 def events(cluster: Cluster, name: str) -> list[tuple[str, str, str]]:
     """(type, reason, message) of the Events about one TransferTask."""
     listed = json.loads(cluster.kubectl("get", "events", "-o", "json").stdout)["items"]
@@ -302,16 +309,7 @@ def test_restart_mid_provisioning_adopts_the_stack_and_throttling_is_retried(
 ) -> None:
     cluster.apply(secret("rgw-keys", rgw_site))
     with FaultProxy(moto_server.endpoint_url) as proxy:
-        throttled = proxy.add(
-            Fault(
-                method="POST",
-                body_contains="Action=CreateStack",
-                status=400,
-                code="Throttling",
-                protocol="query",
-                times=4,
-            )
-        )
+        throttled = proxy.add(create_stack_fault(400, "Throttling", times=4))
         first = start_operator(proxy.url)
         cluster.apply(transfer_task("adopt", rgw_site, f"{unique_name}-a", f"{unique_name}-b"))
         wait_for(lambda: stacks(aws, unique_name), timeout=120, what="the stack despite throttling")
@@ -426,15 +424,7 @@ def test_access_denied_is_reported_on_the_resource_not_retried(
 ) -> None:
     cluster.apply(secret("rgw-keys", rgw_site))
     with FaultProxy(moto_server.endpoint_url) as proxy:
-        denied = proxy.add(
-            Fault(
-                method="POST",
-                body_contains="Action=CreateStack",
-                status=403,
-                code="AccessDenied",
-                protocol="query",
-            )
-        )
+        denied = proxy.add(create_stack_fault(403, "AccessDenied"))
         start_operator(proxy.url)
         cluster.apply(transfer_task("denied", rgw_site, "bucket-a", "bucket-b"))
         wait_for(
