@@ -470,23 +470,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="start-up timeout in seconds")
     args = parser.parse_args(argv)
     cluster = LocalKubernetes(args.workdir, controller_manager=args.controller_manager)
-    try:
-        cluster.start(timeout=args.timeout)
-    except RuntimeError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    try:
-        info = {
-            "kubeconfig": str(cluster.kubeconfig),
-            "server_url": cluster.server_url,
-            "workdir": str(cluster.workdir),
-            "pids": cluster.pids,
-            "startup_seconds": round(cluster.startup_seconds or 0.0, 2),
-        }
-        print(json.dumps(info), flush=True)
-        return cluster.wait_for_signal()
-    finally:
-        cluster.stop()
+    return cluster.run_in_foreground(
+        args.timeout,
+        lambda: {"kubeconfig": str(cluster.kubeconfig), "server_url": cluster.server_url, "pids": cluster.pids},
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -11,10 +12,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 
 def tail_lines(path: Path, lines: int, max_bytes: int = 256 * 1024) -> list[str]:
@@ -139,6 +140,21 @@ class ServerProcesses:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    def run_in_foreground(self, timeout: float, describe: Callable[[], dict[str, Any]]) -> int:
+        """A launcher's command line: start, print what clients need as one JSON line, then serve until SIGINT
+        or SIGTERM (exit code 0) or until a process dies (1)."""
+        try:
+            self.start(timeout=timeout)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        try:
+            info = {**describe(), "workdir": str(self.workdir), "startup_seconds": round(self.startup_seconds or 0, 2)}
+            print(json.dumps(info), flush=True)
+            return self.wait_for_signal()
+        finally:
+            self.stop()
 
     def wait_for_signal(self) -> int:
         """Block until SIGINT or SIGTERM (exit code 0) or until a process dies (exit code 1): the command line

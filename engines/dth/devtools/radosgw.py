@@ -429,25 +429,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         endpoints=args.endpoints,
         memstore_bytes=args.memstore_mib * MiB,
     )
-    try:
-        gateway.start(timeout=args.timeout)
-    except RuntimeError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    try:
-        info = {
+    return gateway.run_in_foreground(
+        args.timeout,
+        lambda: {
             "endpoint_urls": gateway.endpoint_urls,
             "access_key": gateway.access_key,
             "secret_key": gateway.secret_key,
             "region": "us-east-1",
-            "workdir": str(gateway.workdir),
             "conf": str(gateway.conf_path),
-            "startup_seconds": round(gateway.startup_seconds or 0.0, 2),
-        }
-        print(json.dumps(info), flush=True)
-        return gateway.wait_for_signal()
-    finally:
-        gateway.stop()
+        },
+    )
 
 
 if __name__ == "__main__":
