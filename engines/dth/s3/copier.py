@@ -252,7 +252,9 @@ class ObjectCopier:
             return None, False
         return plan_parts(size, self.options.chunk_size), True
 
-    def _copy_object(self, key: str, size: int, etag: str, mark: bool) -> CopyResult:
+    def _copy_object_arguments(self, key: str, etag: str) -> dict[str, Any]:
+        """A CopyObject of the listed version, with the destination's write settings; tags dropped unless
+        they are to be copied."""
         arguments: dict[str, Any] = {
             "Bucket": self.destination.bucket,
             "Key": self.destination.key_for(key),
@@ -261,14 +263,18 @@ class ObjectCopier:
             **self._write_arguments(),
             **self.source.request_payer,
         }
+        if not self.options.copy_tags:
+            arguments["TaggingDirective"] = "REPLACE"
+        return arguments
+
+    def _copy_object(self, key: str, size: int, etag: str, mark: bool) -> CopyResult:
+        arguments = self._copy_object_arguments(key, etag)
         if mark or not self.options.copy_metadata:
             head = self.head_source(key, etag)
             arguments["MetadataDirective"] = "REPLACE"
             arguments.update(self._content_arguments(head))
             if mark:
                 arguments["Metadata"] = {**arguments.get("Metadata", {}), SOURCE_ETAG_METADATA: etag}
-        if not self.options.copy_tags:
-            arguments["TaggingDirective"] = "REPLACE"
         response = self._guard(key, etag, lambda: self.destination.client.copy_object(**arguments))
         dest_etag = normalize_etag(response.get("CopyObjectResult", {}).get("ETag"))
         if self._etags_are_md5 and _is_md5(etag) and dest_etag:
@@ -299,18 +305,9 @@ class ObjectCopier:
         """One CopyObject for a multipart source, kept when the copy has the source's ETag (the same parts, so
         the same bytes); None when the service gave it a new ETag: then it is copied again part by part, whose
         ETag matches on every service, and CopyObject is not tried again for this task's other objects."""
-        arguments: dict[str, Any] = {
-            "Bucket": self.destination.bucket,
-            "Key": self.destination.key_for(key),
-            "CopySource": {"Bucket": self.source.bucket, "Key": self.source.key_for(key)},
-            "CopySourceIfMatch": _quoted(etag),
-            **self._write_arguments(),
-            **self.source.request_payer,
-        }
+        arguments = self._copy_object_arguments(key, etag)
         if not self.options.copy_metadata:
             arguments["MetadataDirective"] = "REPLACE"
-        if not self.options.copy_tags:
-            arguments["TaggingDirective"] = "REPLACE"
         response = self._guard(key, etag, lambda: self.destination.client.copy_object(**arguments))
         dest_etag = normalize_etag(response.get("CopyObjectResult", {}).get("ETag"))
         if dest_etag != etag:
