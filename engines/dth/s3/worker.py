@@ -92,11 +92,11 @@ class Worker:
         self.receive_wait = receive_wait
         self._in_flight: dict[str, tuple[Message, float]] = {}
         self._lock = threading.Lock()
-        self._finished: FinishedBatch | None = None  # while run() works: outcomes and acks in batches
 
     # --- one message ----------------------------------------------------------------------
 
-    def handle(self, message: Message) -> None:
+    def handle(self, message: Message, finished: FinishedBatch) -> None:
+        """Work one message; its outcomes and its deletion go to `finished`, written in batches."""
         try:
             items = [WorkItem.from_body(message.body)]
         except ValidationError:
@@ -114,12 +114,7 @@ class Worker:
                 return
             if result is not None:  # None: the work went on in other messages (parts of a giant object)
                 results.append((item.run, result))
-        if self._finished is not None:
-            self._finished.add(results, message)
-            return
-        for run_id, result in results:
-            self.store.complete(run_id, [result])
-        self.queue.delete([message])
+        finished.add(results, message)
 
     def _perform(self, item: WorkItem) -> ObjectResult | None:
         if item.op is Operation.DELETE:
@@ -255,9 +250,9 @@ class Worker:
 
     # --- the loop -------------------------------------------------------------------------
 
-    def _tracked(self, message: Message) -> None:
+    def _tracked(self, message: Message, finished: FinishedBatch) -> None:
         try:
-            self.handle(message)
+            self.handle(message, finished)
         finally:
             with self._lock:
                 self._in_flight.pop(message.message_id, None)
@@ -280,12 +275,11 @@ class Worker:
         """Work until `done()` says no more work will come and nothing is left, or until `stop` is set
         (then in-flight objects are finished, and the rest is left on the queue)."""
         stop = stop or threading.Event()
-        finished = self._finished = FinishedBatch(self.queue, self.store)
+        finished = FinishedBatch(self.queue, self.store)
         try:
             self._work(done, stop, finished)
         finally:
             finished.write()
-            self._finished = None
 
     def _work(self, done: Callable[[], bool], stop: threading.Event, finished: FinishedBatch) -> None:
         last_heartbeat = time.monotonic()
@@ -315,4 +309,4 @@ class Worker:
                 for message in messages:
                     with self._lock:
                         self._in_flight[message.message_id] = (message, time.monotonic())
-                    pool.submit(self._tracked, message)
+                    pool.submit(self._tracked, message, finished)
