@@ -390,7 +390,11 @@ def test_every_model_field_and_enum_is_in_the_schema(root: str, annotation: Any)
 
 def test_field_descriptions_reach_kubectl_explain() -> None:
     schema = _schema()
-    assert _at(schema, ("spec", "source", "bucket"))["description"] == "bucket name"
+    assert _at(schema, ("spec", "source", "bucket"))["description"].startswith("bucket name. Bucket names are 3 to 255")
+    # A constrained field's rule in words is part of its description (what `kubectl explain` shows).
+    assert _at(schema, ("spec", "schedule"))["description"] == (
+        "when to run (UTC). Schedule must be `once` or a five-field cron expression such as `0 2 * * *`"
+    )
     # A field's own description wins over its model's docstring.
     assert _at(schema, ("spec", "source", "credentials"))["description"] == "none means ambient credentials"
 

@@ -139,7 +139,10 @@ def test_ecr_account_and_region_come_from_an_ecr_host_too() -> None:
             image_spec(source={"registry": None}), "spec.source", "Registry needs a registry host", id="no-host"
         ),
         pytest.param(
-            image_spec(source={"registry": "https://quay.io"}), "spec.source.registry", "pattern", id="url-not-host"
+            image_spec(source={"registry": "https://quay.io"}),
+            "spec.source.registry",
+            "without a scheme or path",
+            id="url-not-host",
         ),
         pytest.param(
             image_spec(destination={"region": None}),
@@ -148,7 +151,10 @@ def test_ecr_account_and_region_come_from_an_ecr_host_too() -> None:
             id="ecr-no-region",
         ),
         pytest.param(
-            image_spec(destination={"accountId": "12345"}), "spec.destination.accountId", "pattern", id="short-account"
+            image_spec(destination={"accountId": "12345"}),
+            "spec.destination.accountId",
+            "12 digits",
+            id="short-account",
         ),
         pytest.param(
             image_spec(source={"accountId": "123456789012"}),
@@ -175,15 +181,25 @@ def test_ecr_account_and_region_come_from_an_ecr_host_too() -> None:
             "exactly one of secretName, secretsManagerArn, profile or env (got secretName, env)",
             id="two-credentials",
         ),
-        pytest.param(image_spec(destination={"prefix": "/abs"}), "spec.destination.prefix", "pattern", id="bad-prefix"),
+        pytest.param(
+            image_spec(destination={"prefix": "/abs"}),
+            "spec.destination.prefix",
+            "the start of a repository name",
+            id="bad-prefix",
+        ),
         pytest.param(
             image_spec(options={"multiArch": "arm"}), "spec.options.multiArch", "'all' or 'system'", id="bad-multiarch"
         ),
         pytest.param(
-            image_spec(options={"concurrency": 0}), "spec.options.concurrency", "greater than", id="no-concurrency"
+            image_spec(options={"concurrency": 0}), "spec.options.concurrency", "from 1 to 256", id="no-concurrency"
         ),
         pytest.param(image_spec(options={"bucket": "x"}), "spec.options.bucket", "unknown field", id="s3-option"),
-        pytest.param(image_spec(schedule="daily"), "spec.schedule", "pattern", id="bad-schedule"),
+        pytest.param(
+            image_spec(schedule="daily"),
+            "spec.schedule",
+            "five-field cron expression such as `0 2 * * *`",
+            id="bad-schedule",
+        ),
     ],
 )
 def test_errors_name_the_field(raw: dict[str, Any], field: str, words: str) -> None:
@@ -459,11 +475,11 @@ def test_platform_matching() -> None:
 def test_progress_display_renders_before_and_after_planning() -> None:
     import io
 
-    from dth.cli.image import ImageProgress
+    from dth.cli.image import progress_display
     from dth.spec.model import TransferCounters
 
     stream = io.StringIO()
-    with ImageProgress(stream) as display:
+    with progress_display(stream) as display:
         display.update(TransferCounters(), False)  # nothing found yet: no total
         display.update(TransferCounters(found=3, copied=1, skipped=1), True)
     assert "2/3 images" in stream.getvalue()

@@ -197,8 +197,15 @@ def test_sizes_in_a_spec() -> None:
             id="unknown-nested",
         ),
         pytest.param(spec(options={"compare": "fast"}), "spec.options.compare", "'size-etag'", id="bad-enum"),
-        pytest.param(spec(options={"chunkSize": "4MiB"}), "spec.options.chunkSize", "5242880", id="chunk-too-small"),
-        pytest.param(spec(options={"chunkSize": "6GiB"}), "spec.options.chunkSize", "less than", id="chunk-too-large"),
+        pytest.param(
+            spec(options={"chunkSize": "4MiB"}),
+            "spec.options.chunkSize",
+            "chunkSize must be at least 5 MiB",
+            id="chunk-too-small",
+        ),
+        pytest.param(
+            spec(options={"chunkSize": "6GiB"}), "spec.options.chunkSize", "at most 5 GiB", id="chunk-too-large"
+        ),
         pytest.param(spec(options={"chunkSize": "8 parsecs"}), "spec.options.chunkSize", "unit", id="bad-size-unit"),
         pytest.param(spec(options={"chunkSize": "lots"}), "spec.options.chunkSize", "not a size", id="not-a-size"),
         pytest.param(
@@ -207,9 +214,19 @@ def test_sizes_in_a_spec() -> None:
             "multipartThreshold must be at least chunkSize",
             id="threshold-below-chunk",
         ),
-        pytest.param(spec(options={"workers": 0}), "spec.options.workers", "greater than", id="no-workers"),
+        pytest.param(
+            spec(options={"workers": 0}),
+            "spec.options.workers",
+            "workers must be a whole number from 1 to 512",
+            id="no-workers",
+        ),
         pytest.param(spec(source={"bucket": None}), "spec.source.bucket", "", id="null-bucket"),
-        pytest.param(spec(destination={"bucket": "a"}), "spec.destination.bucket", "pattern", id="short-bucket"),
+        pytest.param(
+            spec(destination={"bucket": "a"}),
+            "spec.destination.bucket",
+            "bucket names are 3 to 255 characters",
+            id="short-bucket",
+        ),
         pytest.param(spec(source={"prefix": "/photos"}), "spec.source.prefix", "leading slash", id="leading-slash"),
         pytest.param(
             spec(source={"credentials": {"secretName": "keys", "profile": "dev"}}),
@@ -223,7 +240,7 @@ def test_sizes_in_a_spec() -> None:
         pytest.param(
             spec(destination={"credentials": {"secretsManagerArn": "keys"}}),
             "spec.destination.credentials.secretsManagerArn",
-            "pattern",
+            "secretsManagerArn must be the ARN of a Secrets Manager secret",
             id="bad-arn",
         ),
         pytest.param(
@@ -245,10 +262,15 @@ def test_sizes_in_a_spec() -> None:
         pytest.param(
             spec(destination={"endpoint": "ftp://example.com"}),
             "spec.destination.endpoint",
-            "pattern",
+            "endpoint must be an http:// or https:// URL",
             id="bad-endpoint",
         ),
-        pytest.param(spec(schedule="every hour"), "spec.schedule", "pattern", id="bad-schedule"),
+        pytest.param(
+            spec(schedule="every hour"),
+            "spec.schedule",
+            "schedule must be `once` or a five-field cron expression",
+            id="bad-schedule",
+        ),
         pytest.param(spec(events="Sometimes"), "spec.events", "'CreateAndDelete'", id="bad-events"),
         pytest.param(spec(type="Ftp"), "spec.type", "must be one of S3, Image", id="bad-type"),
         pytest.param(spec(destination="dst-bucket"), "spec.destination", "", id="destination-not-a-mapping"),

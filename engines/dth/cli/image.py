@@ -29,14 +29,29 @@ from dth.spec.model import TransferCounters, TransferTask
 from dth.state.store import StatusStore
 
 if TYPE_CHECKING:
-    from rich.progress import TaskID
-
+    from dth.cli.live import LiveProgress
     from dth.image.sync import ImageOutcome, ImageSyncResult
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
 EXIT_ERROR = 2
 MAX_LISTED = 50
+
+SYNC_EXAMPLES = """\
+examples:
+  # Two images from Docker Hub into a private registry, under mirror/.
+  dth image sync registry-1.docker.io registry.example.com/mirror --image library/nginx:1.27 -i library/redis:7
+
+  # Every tag of a repository that is a version from 1.2 up to 2, into ECR in China.
+  dth image sync quay.io 123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn \\
+      --image prometheus/node-exporter:ALL_TAGS --semver '>=1.2 <2' --dest-profile china
+
+  # Everything a local registry holds, with its password from $SRC_USERNAME and $SRC_PASSWORD; plan first.
+  dth image sync 127.0.0.1:5000 registry.example.com --all --source-insecure --source-credentials-env SRC --dry-run
+
+Exit codes: 0 every image copied or already there; 1 some images failed (listed); 2 bad input, or a
+registry that is unreachable or refuses the credentials.
+"""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -54,6 +69,8 @@ def register(commands: Any) -> None:
         "destination already has. SOURCE is a registry host; DESTINATION is a host, optionally with a "
         "repository prefix (host/mirror/). ECR hosts (ACCOUNT.dkr.ecr.REGION.amazonaws.com[.cn]) are "
         "recognised.",
+        epilog=SYNC_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_sync_arguments(sync)
     sync.set_defaults(handler=sync_command)
@@ -173,44 +190,21 @@ def spec_from_arguments(args: argparse.Namespace) -> ImageTaskSpec:
 # running and reporting
 
 
-class ImageProgress:
-    """A live bar of images, fed by the runner's counter snapshots."""
+def progress_display(stream: TextIO | None = None) -> LiveProgress:
+    """The bar of an image sync: images done of found, and how each ended."""
+    from dth.cli.live import Frame, LiveProgress
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[count]}"),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            transient=False,
-            console=Console(file=stream),
-        )
-        self._task: TaskID | None = None
-
-    def __enter__(self) -> ImageProgress:
-        self._progress.start()
-        self._task = self._progress.add_task("listing", total=None, count="", detail="")
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._progress.stop()
-
-    def update(self, counters: TransferCounters, planned: bool) -> None:
-        assert self._task is not None
+    def frame(counters: TransferCounters, planned: bool) -> Frame:
         done = counters.copied + counters.skipped + counters.failed
-        self._progress.update(
-            self._task,
-            description="copying" if planned else "listing",
+        return Frame(
+            phase="copying" if planned else "listing",
             completed=done,
-            total=counters.found or None,
-            count=f"{done}/{counters.found} images" if planned else "",
+            total=counters.found if planned else None,
+            count=f"{done}/{counters.found} images" if planned else f"{counters.found} found",
             detail=f"{counters.copied} copied, {counters.skipped} unchanged, {counters.failed} failed",
         )
+
+    return LiveProgress("listing", frame, stream)
 
 
 def summary_line(result: ImageSyncResult) -> str:
@@ -292,7 +286,7 @@ def execute(
     output = getattr(args, "output", "text")
     dry_run = spec.options.dry_run
     show_bar = output == "text" and not args.no_progress and sys.stderr.isatty() and not dry_run
-    display = ImageProgress() if show_bar else None
+    display = progress_display() if show_bar else None
     from dth.image.sync import ImageSync
 
     sync = ImageSync(

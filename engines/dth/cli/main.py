@@ -73,7 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s3_parser = commands.add_parser("s3", help="S3 transfers")
     s3_commands = s3_parser.add_subparsers(dest="s3_command", required=True, metavar="COMMAND")
-    sync = s3_commands.add_parser("sync", help="copy what differs from one bucket/prefix to another")
+    sync = s3_commands.add_parser(
+        "sync",
+        help="copy what differs from one bucket/prefix to another",
+        description="Copy every object of SOURCE that DESTINATION lacks or holds in another version, verified "
+        "(Content-MD5, ETags), on the embedded default: one SQLite file per task under $DTH_STATE_DIR.",
+        epilog=s3.SYNC_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s3.add_sync_arguments(sync)
     sync.set_defaults(handler=s3.sync_command)
 

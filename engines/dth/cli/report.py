@@ -7,8 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+from dth.cli.live import Frame, LiveProgress
 from dth.s3.diff import Change, ChangeKind
 from dth.s3.sync import SyncResult
 from dth.spec.model import TransferCounters
@@ -24,43 +23,22 @@ def human_bytes(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-class ProgressDisplay:
-    """A live bar of objects and bytes, fed by the runner's periodic counter snapshots."""
+def progress_display(stream: TextIO | None = None) -> LiveProgress:
+    """The bar of an S3 sync: objects done of found, bytes copied and the rate since the start."""
+    started = time.monotonic()
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self._started = time.monotonic()
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:.0f}/{task.total:.0f} objects"),
-            TextColumn("{task.fields[volume]}"),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self._task: TaskID | None = None
-
-    def __enter__(self) -> ProgressDisplay:
-        self._progress.start()
-        self._task = self._progress.add_task("scanning", total=None, volume="", rate="")
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._progress.stop()
-
-    def update(self, counters: TransferCounters, scan_finished: bool) -> None:
-        assert self._task is not None
+    def frame(counters: TransferCounters, scan_finished: bool) -> Frame:
         done = counters.copied + counters.skipped + counters.failed
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        self._progress.update(
-            self._task,
-            description="copying" if scan_finished else "scanning+copying",
+        elapsed = max(time.monotonic() - started, 1e-6)
+        return Frame(
+            phase="copying" if scan_finished else "scanning+copying",
             completed=done,
-            total=counters.found,
-            volume=f"{human_bytes(counters.bytes_copied)} copied",
-            rate=f"{human_bytes(counters.bytes_copied / elapsed)}/s",
+            total=counters.found if scan_finished or counters.found else None,
+            count=f"{done}/{counters.found} objects",
+            detail=f"{human_bytes(counters.bytes_copied)} copied  {human_bytes(counters.bytes_copied / elapsed)}/s",
         )
+
+    return LiveProgress("scanning", frame, stream)
 
 
 def summary_line(result: SyncResult) -> str:
@@ -71,6 +49,13 @@ def summary_line(result: SyncResult) -> str:
         return (
             f"dry run: {scan.to_copy} to copy ({human_bytes(scan.to_copy_bytes)}), {scan.unchanged} unchanged, "
             f"{scan.unavailable} unavailable, {scan.to_delete} to delete, of {scan.found} found"
+        )
+    if result.interrupted:
+        done = c.copied + c.skipped + c.failed
+        return (
+            f"interrupted: copied {c.copied} ({human_bytes(c.bytes_copied)}), skipped {c.skipped}, "
+            f"failed {c.failed}, of {c.found} found so far in {elapsed:.1f} s; {c.found - done} not done, "
+            "run the same command again to finish"
         )
     return (
         f"{'done' if result.accounted else 'INCOMPLETE'}: copied {c.copied} ({human_bytes(c.bytes_copied)}), "
@@ -97,6 +82,7 @@ def as_json(result: SyncResult) -> dict[str, Any]:
     return {
         "run": result.run_id,
         "ok": result.accounted if not result.dry_run else True,
+        "interrupted": result.interrupted,
         "dryRun": result.dry_run,
         "elapsedSeconds": round(result.elapsed, 3),
         "counters": result.counters.model_dump(by_alias=True),

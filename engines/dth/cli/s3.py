@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dth.cli.report import ProgressDisplay, print_change, print_json, print_text
+from dth.cli.interrupt import EXIT_INTERRUPTED, first_interrupt_stops
+from dth.cli.report import print_change, print_json, print_text, progress_display
 from dth.errors import DthError, SpecError
 from dth.s3.sync import StandaloneSync, SyncResult
 from dth.spec.load import load_manifest, parse_task_spec
@@ -23,6 +24,26 @@ from dth.spec.model import (
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
 EXIT_ERROR = 2
+
+SYNC_EXAMPLES = """\
+examples:
+  # Copy what differs between two AWS buckets; a path after the bucket is a folder.
+  dth s3 sync s3://my-logs/app s3://my-logs-copy/app --region eu-west-1
+
+  # From Aliyun OSS (keys in profile "aliyun") to S3 in China (profile "china").
+  dth s3 sync s3://oss-bucket s3://s3-bucket --source-type Aliyun_OSS --source-region cn-hangzhou \\
+      --source-profile aliyun --dest-region cn-north-1 --dest-profile china
+
+  # Mirror, leaving temporary files out; show the plan first, then run it.
+  dth s3 sync s3://raw-data/2026 s3://archive-data/2026 --delete --exclude '*.tmp' --dry-run
+  dth s3 sync s3://raw-data/2026 s3://archive-data/2026 --delete --exclude '*.tmp'
+
+  # An S3-compatible server (MinIO, Ceph); the report as JSON for scripts.
+  dth s3 sync s3://src s3://dst --endpoint http://127.0.0.1:9000 --output json
+
+Exit codes: 0 every object copied or already there; 1 some objects failed (listed); 2 bad input or an
+unusable bucket, endpoint or credential; 130 stopped with Ctrl-C (run it again to finish).
+"""
 
 
 def parse_s3_uri(uri: str, role: str) -> tuple[str, str]:
@@ -161,7 +182,7 @@ def spec_from_arguments(args: argparse.Namespace) -> S3TaskSpec:
 
 def execute(spec: S3TaskSpec, task_name: str, args: argparse.Namespace, namespace: str = "default") -> int:
     show_bar = args.output == "text" and not args.no_progress and sys.stderr.isatty() and not spec.options.dry_run
-    display = ProgressDisplay() if show_bar else None
+    display = progress_display() if show_bar else None
     sync = StandaloneSync(
         spec,
         task_name=task_name,
@@ -171,11 +192,12 @@ def execute(spec: S3TaskSpec, task_name: str, args: argparse.Namespace, namespac
         on_change=print_change if spec.options.dry_run and args.output == "text" else None,
     )
     try:
-        if display:
-            with display:
+        with first_interrupt_stops(sync.interrupt, "aborting uploads in flight, no new copies"):
+            if display:
+                with display:
+                    result = sync.run()
+            else:
                 result = sync.run()
-        else:
-            result = sync.run()
     except DthError as error:
         print(f"dth: error: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -187,6 +209,8 @@ def report(result: SyncResult, output: str) -> int:
         print_json(result)
     else:
         print_text(result)
+    if result.interrupted:
+        return EXIT_INTERRUPTED
     if result.dry_run:
         return EXIT_OK
     return EXIT_OK if result.accounted else EXIT_INCOMPLETE

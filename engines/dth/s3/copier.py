@@ -57,6 +57,10 @@ class SourceVanishedError(CopyError):
         super().__init__(message, retryable=False)
 
 
+class CopyCancelled(Exception):  # noqa: N818 - not an error: the user asked to stop
+    """The run was stopped (Ctrl-C): the copy was given up, and its multipart upload aborted."""
+
+
 @dataclass(frozen=True)
 class CopyResult:
     dest_etag: str
@@ -130,6 +134,15 @@ class ObjectCopier:
         # Whether this service's CopyObject keeps a multipart source's ETag (Ceph clones the object; AWS writes
         # a new single-part one): unknown until the first multipart source is copied.
         self._copy_keeps_multipart_etag: bool | None = None
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Start no more copies or parts: in-flight requests end, multipart uploads are aborted."""
+        self._cancelled.set()
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise CopyCancelled("the run was stopped")
 
     # --- reading the source ---------------------------------------------------------------
 
@@ -215,6 +228,7 @@ class ObjectCopier:
     # --- the copy ---------------------------------------------------------------------------
 
     def copy(self, key: str, size: int, etag: str) -> CopyResult:
+        self._check_cancelled()
         dest_key_bytes = len(self.destination.key_for(key).encode())
         if dest_key_bytes > MAX_KEY_BYTES:
             # Checked here, not left to the server: some S3 look-alikes hang on such a request.
@@ -406,6 +420,7 @@ class ObjectCopier:
 
     def copy_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
         """Copy one part; returns its ETag. Server side where possible, streamed otherwise."""
+        self._check_cancelled()
         # Ceph decodes UploadPartCopy's copy source twice, so `a%41b` would silently copy `aAb`:
         # keys with `%` are streamed, which is correct on every service.
         if self._copies_parts_server_side(key):

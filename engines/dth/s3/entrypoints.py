@@ -82,7 +82,7 @@ class EngineEnvironment:
         except json.JSONDecodeError as error:
             raise SpecError(f"DTH_TASK_SPEC is not JSON: {error.msg} at character {error.pos}") from None
         except ValidationError as error:
-            raise SpecError(f"DTH_TASK_SPEC: {describe_validation_error(error, 'spec')}") from None
+            raise SpecError(f"DTH_TASK_SPEC: {describe_validation_error(error, S3TaskSpec, 'spec')}") from None
         return cls(
             task_name,
             spec,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +47,10 @@ class ScanReport:
     to_delete: int = 0
     inspected: int = 0
     changes: list[Change] = field(default_factory=list)  # kept only for dry runs
+
+
+class ScanStopped(DthError):  # noqa: N818 - not an error: the user asked to stop
+    """The user stopped the run before the scan was through."""
 
 
 def read_prefix_list(source: S3Side, location: str) -> list[str]:
@@ -136,7 +141,15 @@ class Finder:
                 waiting = []
         yield from pool.map(self._resolve, waiting)
 
-    def scan(self, run_id: str, *, on_change: Callable[[Change], None] | None = None) -> ScanReport:
+    def scan(
+        self,
+        run_id: str,
+        *,
+        on_change: Callable[[Change], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> ScanReport:
+        """Diff source and destination into the queue. `stop` set: the scan ends early with ScanStopped,
+        and the run is not marked scanned."""
         report = ScanReport()
         dry_run = self.options.dry_run or self.queue is None or self.store is None
         planned: list[PlannedObject] = []
@@ -166,6 +179,8 @@ class Finder:
             ThreadPoolExecutor(max_workers=self.list_threads, thread_name_prefix="inspect") as pool,
         ):
             for change in self._settled(self._changes(), pool):
+                if stop is not None and stop.is_set():
+                    raise ScanStopped("the scan was stopped")
                 if on_change:
                     on_change(change)
                 if change.kind is ChangeKind.DELETE:

@@ -14,7 +14,7 @@ from pathlib import Path
 from dth.errors import DthError
 from dth.s3.copier import ObjectCopier
 from dth.s3.diff import Change
-from dth.s3.finder import Finder, ScanReport
+from dth.s3.finder import Finder, ScanReport, ScanStopped
 from dth.s3.sides import S3Side, check_bucket, connect
 from dth.s3.work import WorkItem
 from dth.s3.worker import RetryPolicy, Worker
@@ -24,6 +24,7 @@ from dth.state.sqlite import SqliteDatabase
 from dth.state.store import ObjectRecord, ObjectResult, ObjectState, SqliteStatusStore
 
 ProgressCallback = Callable[[TransferCounters, bool], None]
+SCAN_STOP_GRACE = 10.0  # seconds an interrupted run waits for its scan to notice
 
 
 def default_state_path(task_name: str) -> Path:
@@ -45,12 +46,13 @@ class SyncResult:
     failed: list[ObjectRecord] = field(default_factory=list)
     skipped: list[ObjectRecord] = field(default_factory=list)  # skipped with a reason (archived, vanished)
     error: str | None = None
+    interrupted: bool = False  # stopped by the user: what is not done is left for the next run
 
     @property
     def accounted(self) -> bool:
         """Every object found ended copied or skipped: the only outcome that counts as success."""
         c = self.counters
-        return self.error is None and c.failed == 0 and c.found == c.copied + c.skipped
+        return not self.interrupted and self.error is None and c.failed == 0 and c.found == c.copied + c.skipped
 
 
 class StandaloneSync:
@@ -73,6 +75,16 @@ class StandaloneSync:
         self.on_progress = on_progress
         self.on_change = on_change
         self.retry = retry or RetryPolicy(max_retries=self.options.max_retries)
+        self._stop = threading.Event()
+        self._copier: ObjectCopier | None = None
+
+    def interrupt(self) -> None:
+        """Stop soon and cleanly (the first Ctrl-C; safe from a signal handler): no new scan results,
+        objects or parts; multipart uploads in flight are aborted, so nothing is left half-written and
+        the next run copies what this one did not."""
+        self._stop.set()
+        if self._copier is not None:
+            self._copier.cancel()
 
     def _connect(self) -> tuple[S3Side, S3Side]:
         pool = self.options.workers + self.options.concurrency + 16
@@ -87,7 +99,9 @@ class StandaloneSync:
         source, destination = self._connect()
         list_threads = min(16, max(2, self.options.workers // 2))
         with ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="part") as parts:
-            copier = ObjectCopier(source, destination, self.options, parts)
+            copier = self._copier = ObjectCopier(source, destination, self.options, parts)
+            if self._stop.is_set():  # interrupted while connecting
+                copier.cancel()
             if self.options.dry_run:
                 finder = Finder(source, destination, self.spec, None, None, copier, list_threads=list_threads)
                 report = finder.scan("dry-run", on_change=self.on_change)
@@ -118,7 +132,9 @@ class StandaloneSync:
 
         def scan() -> None:
             try:
-                outcome["report"] = finder.scan(run_id, on_change=self.on_change)
+                outcome["report"] = finder.scan(run_id, on_change=self.on_change, stop=self._stop)
+            except ScanStopped:
+                pass  # the result says the run was interrupted
             except DthError as error:
                 outcome["error"] = str(error)
             except Exception as error:
@@ -136,10 +152,11 @@ class StandaloneSync:
         scanner.start()
         reporter.start()
         try:
-            worker.run(done=scan_done.is_set)
+            worker.run(done=scan_done.is_set, stop=self._stop)
         finally:
             finished.set()
-            scanner.join()
+            # A stopped scan may still be waiting on a listing request: it is not waited for long.
+            scanner.join(timeout=SCAN_STOP_GRACE if self._stop.is_set() else None)
             reporter.join()
         self._record_dead_letters(queue, store, run_id)
         counters = store.counters(run_id)
@@ -155,6 +172,7 @@ class StandaloneSync:
             failed=store.records(run_id, [ObjectState.FAILED]),
             skipped=[r for r in store.records(run_id, [ObjectState.SKIPPED]) if r.reason],
             error=error if isinstance(error, str) else None,
+            interrupted=self._stop.is_set(),
         )
         queue.close()
         store.close()

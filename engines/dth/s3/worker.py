@@ -20,7 +20,7 @@ import botocore.exceptions
 from pydantic import ValidationError
 
 from dth.s3.acks import FinishedBatch
-from dth.s3.copier import CopyError, ObjectCopier, SourceChangedError, SourceVanishedError
+from dth.s3.copier import CopyCancelled, CopyError, ObjectCopier, SourceChangedError, SourceVanishedError
 from dth.s3.events import EventTranslator, parse_event_body
 from dth.s3.listing import normalize_etag
 from dth.s3.sides import CREDENTIAL_ERRORS, error_code
@@ -109,6 +109,8 @@ class Worker:
         for item in items:
             try:
                 result = self._perform(item)
+            except CopyCancelled:
+                return  # the run is stopping: the message is neither done nor failed
             except Exception as error:
                 self._failed(message, item, error)
                 return

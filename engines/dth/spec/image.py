@@ -23,7 +23,16 @@ from dth.image.refs import (
     parse_image_entry,
 )
 from dth.image.semver import parse_range
-from dth.spec.model import SCHEDULE_PATTERN, Credentials, SpecModel
+from dth.spec.model import (
+    ENDPOINT_PATTERN,
+    REGION_PATTERN,
+    REGION_RULE,
+    SCHEDULE_PATTERN,
+    SCHEDULE_RULE,
+    Credentials,
+    SpecModel,
+)
+from dth.spec.rules import Rule
 
 
 class RegistryType(StrEnum):
@@ -47,6 +56,10 @@ class ImageCredentials(Credentials):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="for standalone runs against a Registry: read ${env}_USERNAME and ${env}_PASSWORD "
         "from the environment",
+        json_schema_extra=Rule(
+            "env must be the start of an environment variable's name: letters, digits and underscores, not "
+            "beginning with a digit, such as `MIRROR`"
+        ),
     )
 
     @model_validator(mode="after")
@@ -78,14 +91,25 @@ class ImageSelection(SpecModel):
         min_length=1,
         max_length=2048,
         description="an SSM parameter (name or ARN) holding the entries, separated by commas or newlines",
+        json_schema_extra=Rule(
+            "ssmParameter must name an SSM parameter in 1 to 2048 characters, such as `/dth/images`"
+        ),
     )
     tag_regex: str | None = Field(
         None,
         min_length=1,
         description="only tags matching this regular expression (of the tags listed for all or ALL_TAGS)",
+        json_schema_extra=Rule(
+            "tagRegex must not be empty: leave it out to take every tag, or write one such as `^v[0-9]+`"
+        ),
     )
     semver: str | None = Field(
-        None, min_length=1, description="only tags that are versions in this range, e.g. '>=1.2 <2' or '^3.1'"
+        None,
+        min_length=1,
+        description="only tags that are versions in this range, e.g. '>=1.2 <2' or '^3.1'",
+        json_schema_extra=Rule(
+            "semver must not be empty: leave it out to take every version, or write one such as `>=1.2 <2`"
+        ),
     )
 
     @field_validator("names")
@@ -144,13 +168,27 @@ class RegistryLocation(SpecModel):
         None,
         pattern=REGISTRY_HOST_PATTERN,
         description="registry host[:port]; for Amazon_ECR derived from accountId and region unless given",
+        json_schema_extra=Rule(
+            "registry must be a host name or address with an optional port, without a scheme or path, such as "
+            "`registry.example.com:5000`"
+        ),
     )
-    account_id: str | None = Field(None, pattern=r"^\d{12}$", description="Amazon_ECR: the registry's account")
-    region: str | None = Field(None, pattern=r"^[a-z0-9-]+$", description="Amazon_ECR: the registry's region")
+    account_id: str | None = Field(
+        None,
+        pattern=r"^\d{12}$",
+        description="Amazon_ECR: the registry's account",
+        json_schema_extra=Rule("accountId must be an AWS account number of 12 digits, such as `123456789012`"),
+    )
+    region: str | None = Field(
+        None, pattern=REGION_PATTERN, description="Amazon_ECR: the registry's region", json_schema_extra=REGION_RULE
+    )
     endpoint: str | None = Field(
         None,
-        pattern=r"^https?://[^\s/]+(/.*)?$",
+        pattern=ENDPOINT_PATTERN,
         description="Amazon_ECR: the ECR API endpoint URL, instead of the region's",
+        json_schema_extra=Rule(
+            "endpoint must be an http:// or https:// URL, such as `https://api.ecr.cn-north-1.amazonaws.com.cn`"
+        ),
     )
     insecure: bool = Field(False, description="plain HTTP, or HTTPS without certificate checks (local registries)")
     credentials: ImageCredentials | None = Field(None, description="none means ambient credentials")
@@ -220,6 +258,10 @@ class ImageDestination(RegistryLocation):
         max_length=200,
         pattern=r"^([a-z0-9]+([._/-][a-z0-9]+)*[._/-]?)?$",
         description="prepended to every repository name, e.g. 'mirror/'",
+        json_schema_extra=Rule(
+            "prefix must be the start of a repository name: at most 200 lower-case letters and digits, parts "
+            "joined by '.', '_', '-' or '/', such as `mirror/`"
+        ),
     )
 
 
@@ -228,8 +270,20 @@ class ImageOptions(SpecModel):
         MultiArch.ALL,
         description="all: an image index with every platform's image; system: only the engine's own platform",
     )
-    concurrency: int = Field(10, ge=1, le=256, description="images copied at once")
-    max_retries: int = Field(3, ge=0, le=100, description="attempts per image after the first, with backoff")
+    concurrency: int = Field(
+        10,
+        ge=1,
+        le=256,
+        description="images copied at once",
+        json_schema_extra=Rule("concurrency must be a whole number from 1 to 256, such as `10`"),
+    )
+    max_retries: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="attempts per image after the first, with backoff",
+        json_schema_extra=Rule("maxRetries must be a whole number from 0 to 100, such as `3`"),
+    )
     create_repositories: bool = Field(True, description="Amazon_ECR destination: create missing repositories")
     dry_run: bool = Field(False, description="plan only: list and compare, copy nothing")
 
@@ -239,7 +293,9 @@ class ImageTaskSpec(SpecModel):
     source: ImageSource
     destination: ImageDestination
     options: ImageOptions = Field(default_factory=ImageOptions)
-    schedule: str = Field("once", pattern=SCHEDULE_PATTERN, description="'once', or a five-field cron expression (UTC)")
+    schedule: str = Field(
+        "once", pattern=SCHEDULE_PATTERN, description="when to run (UTC)", json_schema_extra=SCHEDULE_RULE
+    )
     suspend: bool = Field(False, description="stop the workers and the schedule, keep everything else")
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from dth.errors import SpecError
 from dth.spec.model import TASK_TYPES, TaskSpec, TransferTask
+from dth.spec.rules import CONSTRAINT_ERRORS, rule_for
 
 
 @functools.cache
@@ -35,13 +36,18 @@ def _field_path(loc: tuple[int | str, ...], root: str) -> str:
     return path or "(top level)"
 
 
-def describe_validation_error(error: ValidationError, root: str = "") -> str:
-    """One line per problem: `spec.source.bucket: String should match pattern ...`."""
+def describe_validation_error(error: ValidationError, model: Any, root: str = "") -> str:
+    """One line per problem, naming the field: `spec.options.chunkSize: chunkSize must be at least 5 MiB ...`.
+    A broken constraint is said with the field's rule (dth.spec.rules), never as a raw pattern or bound."""
     lines = []
     for problem in error.errors(include_url=False):
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown field"
+        elif problem["type"] in CONSTRAINT_ERRORS:
+            rule = rule_for(model, problem["loc"])
+            if rule is not None:
+                message = rule.text
         lines.append(f"{_field_path(problem['loc'], root)}: {message}")
     return "; ".join(lines)
 
@@ -55,7 +61,7 @@ def parse_task_spec(raw: Any, root: str = "spec") -> TaskSpec:
     try:
         return _task_spec_adapter().validate_python(raw)
     except ValidationError as error:
-        raise SpecError(describe_validation_error(error, root)) from None
+        raise SpecError(describe_validation_error(error, TaskSpec, root)) from None
 
 
 def parse_manifest(raw: Any, origin: str = "manifest") -> TransferTask:
@@ -65,7 +71,7 @@ def parse_manifest(raw: Any, origin: str = "manifest") -> TransferTask:
     try:
         return TransferTask.model_validate(raw)
     except ValidationError as error:
-        raise SpecError(f"{origin}: {describe_validation_error(error)}") from None
+        raise SpecError(f"{origin}: {describe_validation_error(error, TransferTask)}") from None
 
 
 def load_manifest(path: Path) -> TransferTask:

@@ -19,6 +19,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from dth.spec.rules import Rule
+
 API_GROUP = "dth.io"
 API_VERSION = "v1alpha1"
 KIND = "TransferTask"
@@ -164,6 +166,16 @@ BUCKET_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,253}[a-zA-Z0-9]$"
 # Standard five-field cron (minute hour day-of-month month day-of-week), or "once".
 _CRON_FIELD = r"[0-9A-Za-z*?/,#\-LW]+"
 SCHEDULE_PATTERN = rf"^(once|{_CRON_FIELD}( {_CRON_FIELD}){{4}})$"
+SECRET_ARN_PATTERN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$"
+REGION_PATTERN = r"^[a-z0-9-]+$"
+ENDPOINT_PATTERN = r"^https?://[^\s/]+(/.*)?$"
+
+BUCKET_RULE = Rule(
+    "bucket names are 3 to 255 characters: letters, digits, dots, hyphens and underscores, beginning and "
+    "ending with a letter or digit, such as `my-logs` (AWS allows only 3 to 63, lower-case)"
+)
+REGION_RULE = Rule("region must be a region code of lower-case letters, digits and hyphens, such as `cn-north-1`")
+SCHEDULE_RULE = Rule("schedule must be `once` or a five-field cron expression such as `0 2 * * *`")
 
 
 class Credentials(SpecModel):
@@ -174,13 +186,23 @@ class Credentials(SpecModel):
         description="a Kubernetes Secret in the task's namespace holding access_key_id and secret_access_key",
         min_length=1,
         max_length=253,
+        json_schema_extra=Rule("secretName is the name of a Secret, 1 to 253 characters, such as `oss-keys`"),
     )
     secrets_manager_arn: str | None = Field(
         None,
         description="an AWS Secrets Manager secret (JSON with access_key_id and secret_access_key)",
-        pattern=r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$",
+        pattern=SECRET_ARN_PATTERN,
+        json_schema_extra=Rule(
+            "secretsManagerArn must be the ARN of a Secrets Manager secret, such as "
+            "`arn:aws:secretsmanager:eu-west-1:123456789012:secret:dth/oss-keys-AbCdEf`"
+        ),
     )
-    profile: str | None = Field(None, description="a local AWS profile; for standalone `dth run` only", min_length=1)
+    profile: str | None = Field(
+        None,
+        description="a local AWS profile; for standalone `dth run` only",
+        min_length=1,
+        json_schema_extra=Rule("profile must name an AWS profile, such as `default`"),
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> Credentials:
@@ -197,11 +219,23 @@ class S3Location(SpecModel):
     """A bucket and prefix on some S3-compatible service."""
 
     type: StorageProvider = Field(StorageProvider.AMAZON_S3, description="the storage service")
-    bucket: str = Field(..., pattern=BUCKET_PATTERN, description="bucket name")
-    prefix: str = Field("", max_length=1024, description="only keys under this prefix")
-    region: str | None = Field(None, pattern=r"^[a-z0-9-]+$", description="the bucket's region")
+    bucket: str = Field(..., pattern=BUCKET_PATTERN, description="bucket name", json_schema_extra=BUCKET_RULE)
+    prefix: str = Field(
+        "",
+        max_length=1024,
+        description="only keys under this prefix",
+        json_schema_extra=Rule("prefix is at most 1024 characters long, such as `app/logs/`"),
+    )
+    region: str | None = Field(
+        None, pattern=REGION_PATTERN, description="the bucket's region", json_schema_extra=REGION_RULE
+    )
     endpoint: str | None = Field(
-        None, pattern=r"^https?://[^\s/]+(/.*)?$", description="endpoint URL; overrides the provider's"
+        None,
+        pattern=ENDPOINT_PATTERN,
+        description="endpoint URL; overrides the provider's",
+        json_schema_extra=Rule(
+            "endpoint must be an http:// or https:// URL, such as `https://oss-cn-hangzhou.aliyuncs.com`"
+        ),
     )
     credentials: Credentials | None = Field(None, description="none means ambient credentials")
 
@@ -284,15 +318,53 @@ class S3Options(SpecModel):
     delete_extraneous: bool = Field(False, description="mirror: delete destination keys not in the source")
     copy_metadata: bool = Field(True, description="copy Content-Type, Cache-Control, ... and user metadata")
     copy_tags: bool = Field(False, description="copy object tags")
-    multipart_threshold: ByteSize = Field(32 * MiB, ge=MIN_PART_SIZE, description="multipart above this size")
-    chunk_size: ByteSize = Field(8 * MiB, ge=MIN_PART_SIZE, le=MAX_PART_SIZE, description="multipart part size")
-    giant_file_threshold: ByteSize = Field(
-        1 * GiB, ge=MIN_PART_SIZE, description="objects above this are split across workers"
+    multipart_threshold: ByteSize = Field(
+        32 * MiB,
+        ge=MIN_PART_SIZE,
+        description="multipart above this size",
+        json_schema_extra=Rule("multipartThreshold must be at least 5 MiB (S3's smallest part), such as `32MiB`"),
     )
-    max_retries: int = Field(5, ge=0, le=100, description="attempts per object after the first")
-    workers: int = Field(32, ge=1, le=512, description="objects in flight at once per worker process")
-    concurrency: int = Field(16, ge=1, le=512, description="multipart parts in flight at once")
-    list_depth: int = Field(1, ge=0, le=8, description="prefix depth at which listings are split in parallel")
+    chunk_size: ByteSize = Field(
+        8 * MiB,
+        ge=MIN_PART_SIZE,
+        le=MAX_PART_SIZE,
+        description="multipart part size",
+        json_schema_extra=Rule("chunkSize must be at least 5 MiB and at most 5 GiB (S3's part sizes), such as `8MiB`"),
+    )
+    giant_file_threshold: ByteSize = Field(
+        1 * GiB,
+        ge=MIN_PART_SIZE,
+        description="objects above this are split across workers",
+        json_schema_extra=Rule("giantFileThreshold must be at least 5 MiB, such as `1GiB`"),
+    )
+    max_retries: int = Field(
+        5,
+        ge=0,
+        le=100,
+        description="attempts per object after the first",
+        json_schema_extra=Rule("maxRetries must be a whole number from 0 to 100, such as `5`"),
+    )
+    workers: int = Field(
+        32,
+        ge=1,
+        le=512,
+        description="objects in flight at once per worker process",
+        json_schema_extra=Rule("workers must be a whole number from 1 to 512, such as `32`"),
+    )
+    concurrency: int = Field(
+        16,
+        ge=1,
+        le=512,
+        description="multipart parts in flight at once",
+        json_schema_extra=Rule("concurrency must be a whole number from 1 to 512, such as `16`"),
+    )
+    list_depth: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description="prefix depth at which listings are split in parallel",
+        json_schema_extra=Rule("listDepth must be a whole number from 0 to 8, such as `1`"),
+    )
     dry_run: bool = Field(False, description="plan only: list and compare, copy nothing")
 
     @model_validator(mode="after")
@@ -307,7 +379,9 @@ class S3TaskSpec(SpecModel):
     source: S3Source
     destination: S3Destination
     options: S3Options = Field(default_factory=S3Options)
-    schedule: str = Field("once", pattern=SCHEDULE_PATTERN, description="'once', or a five-field cron expression (UTC)")
+    schedule: str = Field(
+        "once", pattern=SCHEDULE_PATTERN, description="when to run (UTC)", json_schema_extra=SCHEDULE_RULE
+    )
     events: EventsMode = Field(EventsMode.NONE, description="also react to S3 event notifications")
     suspend: bool = Field(False, description="stop the workers and the schedule, keep everything else")
 
@@ -337,7 +411,15 @@ TASK_TYPES = ("S3", "Image")
 class ObjectMeta(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: str = Field(..., pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
+    name: str = Field(
+        ...,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        json_schema_extra=Rule(
+            "metadata.name must be a Kubernetes name: at most 253 lower-case letters, digits, '-' and '.', "
+            "beginning and ending with a letter or digit, such as `logs-to-china`"
+        ),
+    )
     namespace: str = "default"
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
