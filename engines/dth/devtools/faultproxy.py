@@ -1,6 +1,6 @@
 """An HTTP proxy for tests that stands in front of a real S3 server and injects faults: S3 error
-responses (500 InternalError, 503 SlowDown), connection resets and slow responses, for requests that
-match a rule, a given number of times or always.
+responses (500 InternalError, 503 SlowDown), connection resets, slow responses and rewritten response
+bodies (a server that answers wrongly), for requests that match a rule, a given number of times or always.
 
 The Host header is passed through unchanged, so SigV4 signatures made for the proxy's address stay
 valid at the server behind it.
@@ -24,8 +24,9 @@ _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encodin
 
 @dataclass
 class Fault:
-    """What to do to matching requests: an S3 error `status`/`code`, a connection `reset`, or a `delay`
-    before forwarding. `times` None means every matching request."""
+    """What to do to matching requests: an S3 error `status`/`code`, a connection `reset`, a `delay`
+    before forwarding, or a `rewrite` (old, new) of the server's response body. `times` None means every
+    matching request."""
 
     method: str | None = None
     path_contains: str | None = None  # matched against the decoded path (bucket/key)
@@ -36,6 +37,7 @@ class Fault:
     protocol: str = "s3"  # the error document's shape: "s3", or "query" (CloudFormation, SQS's XML, IAM...)
     reset: bool = False
     delay: float = 0.0
+    rewrite: tuple[str, str] | None = None
     times: int | None = None
     hits: int = field(default=0, init=False)
 
@@ -120,7 +122,7 @@ class FaultProxy:
                     self.connection.close()
                     self.close_connection = True
                     return
-                if fault and not fault.delay:
+                if fault and not fault.delay and fault.rewrite is None:
                     self._error(fault)
                     return
                 if fault:
@@ -133,6 +135,9 @@ class FaultProxy:
                     payload = response.read()
                 finally:
                     upstream.close()
+                if fault and fault.rewrite is not None:
+                    old, new = fault.rewrite
+                    payload = payload.replace(old.encode(), new.encode())
                 self.send_response(response.status, response.reason)
                 for name, value in response.getheaders():
                     if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
