@@ -53,13 +53,27 @@ class Fault:
         return not (self.query_contains and self.query_contains not in query)
 
 
+@dataclass(frozen=True)
+class RecordedRequest:
+    """A request as the proxy received it (kept only by a proxy started with `record=True`)."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
 class FaultProxy:
-    def __init__(self, upstream: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream: str, host: str = "127.0.0.1", *, record: bool = False) -> None:
         target = urlsplit(upstream)
         self.upstream_host = target.hostname or "127.0.0.1"
         self.upstream_port = target.port or 80
         self.faults: list[Fault] = []
         self.requests = 0
+        # Off by default: the proxied uploads of other tests would all be held in memory.
+        self.record = record
+        self.recorded: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, 0), self._handler_class())
         self._server.daemon_threads = True
@@ -79,9 +93,11 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
 
-    def _fault_for(self, method: str, path: str, query: str, body: bytes) -> Fault | None:
+    def _fault_for(self, method: str, path: str, query: str, body: bytes, headers: dict[str, str]) -> Fault | None:
         with self._lock:
             self.requests += 1
+            if self.record:
+                self.recorded.append(RecordedRequest(method, path, query, headers, body))
             for fault in self.faults:
                 if fault.matches(method, path, query, body):
                     fault.hits += 1
@@ -115,7 +131,13 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 split = urlsplit(self.path)
-                fault = proxy._fault_for(self.command, unquote(split.path), split.query, body)
+                fault = proxy._fault_for(
+                    self.command,
+                    unquote(split.path),
+                    split.query,
+                    body,
+                    {k.lower(): v for k, v in self.headers.items()},
+                )
                 if fault and fault.reset:
                     # RST instead of FIN: the client sees "connection reset by peer".
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -8,9 +8,10 @@ passes it, and log JSON lines:
   `DTH_SPEC_*` variable per field, as the CloudFormation plugin passes it (`dth.spec.environment`).
 - `DTH_QUEUE_URL`, `DTH_DLQ_URL`, `DTH_TABLE_NAME`, `AWS_REGION`, optional `AWS_ENDPOINT_URL`: the
   SQS queues and DynamoDB table (without `DTH_QUEUE_URL`, the SQLite file at `DTH_STATE_PATH`).
-- Operational settings with defaults: `DTH_VISIBILITY_TIMEOUT` (seconds a received message stays
-  hidden, kept hidden by heartbeats while its copy runs; 300), `DTH_SCAN_LOCK_SECONDS` (how long a
-  scan lock outlives a finder that stopped renewing it; 300), `DTH_RETRY_BASE_DELAY` (0.5).
+- Operational settings with defaults, read however the spec is given: `DTH_VISIBILITY_TIMEOUT`
+  (seconds a received message stays hidden, kept hidden by heartbeats while its copy runs; 300; the
+  template passes its queue's visibility timeout), `DTH_SCAN_LOCK_SECONDS` (how long a scan lock
+  outlives a finder that stopped renewing it; 300), `DTH_RETRY_BASE_DELAY` (0.5).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import ClassVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dth.errors import DthError, SpecError
 from dth.s3.copier import ObjectCopier
@@ -44,10 +46,10 @@ from dth.state.store import StatusStore
 log = logging.getLogger(__name__)
 
 
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
+def _seconds(environ: Mapping[str, str], name: str) -> float | None:
+    raw = environ.get(name, "").strip()
     if not raw:
-        return default
+        return None
     try:
         value = float(raw)
     except ValueError:
@@ -57,40 +59,48 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
-@dataclass(frozen=True)
-class EngineEnvironment:
-    task_name: str
+class EngineEnvironment(BaseModel):
+    """Everything `dth s3 finder` and `dth s3 worker` are configured with."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: The operational settings: {environment variable: field}.
+    SETTINGS: ClassVar[dict[str, str]] = {
+        "DTH_VISIBILITY_TIMEOUT": "visibility_timeout",
+        "DTH_SCAN_LOCK_SECONDS": "scan_lock_seconds",
+        "DTH_RETRY_BASE_DELAY": "retry_base_delay",
+    }
+
+    task_name: str = Field(min_length=1)
     spec: S3TaskSpec
     state: StateConfig
-    visibility_timeout: float = 300.0
-    scan_lock_seconds: float = 300.0
-    retry_base_delay: float = 0.5
+    visibility_timeout: float = Field(300.0, gt=0, description="seconds a received message stays hidden")
+    scan_lock_seconds: float = Field(300.0, gt=0, description="how long a scan lock outlives its finder")
+    retry_base_delay: float = Field(0.5, gt=0, description="the first retry's delay, doubled on each retry")
 
     @classmethod
-    def from_environment(cls) -> EngineEnvironment:
-        task_name = os.environ.get("DTH_TASK_NAME", "").strip()
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> EngineEnvironment:
+        env = os.environ if environ is None else environ
+        task_name = env.get("DTH_TASK_NAME", "").strip()
         if not task_name:
             raise SpecError("DTH_TASK_NAME is not set")
-        raw = os.environ.get("DTH_TASK_SPEC")
-        if not raw:
-            # The CloudFormation plugin passes one variable per field instead (dth.spec.environment).
-            if not any(name.startswith(ENV_PREFIX) for name in os.environ):
-                raise SpecError(f"neither DTH_TASK_SPEC (the task spec as JSON) nor {ENV_PREFIX}* variables are set")
-            return cls(task_name, spec_from_environment(os.environ), StateConfig.from_environment())
-        try:
-            spec = S3TaskSpec.model_validate(json.loads(raw))
-        except json.JSONDecodeError as error:
-            raise SpecError(f"DTH_TASK_SPEC is not JSON: {error.msg} at character {error.pos}") from None
-        except ValidationError as error:
-            raise SpecError(f"DTH_TASK_SPEC: {describe_validation_error(error, 'spec')}") from None
-        return cls(
-            task_name,
-            spec,
-            StateConfig.from_environment(),
-            visibility_timeout=_seconds("DTH_VISIBILITY_TIMEOUT", 300.0),
-            scan_lock_seconds=_seconds("DTH_SCAN_LOCK_SECONDS", 300.0),
-            retry_base_delay=_seconds("DTH_RETRY_BASE_DELAY", 0.5),
-        )
+        settings = {field: value for name, field in cls.SETTINGS.items() if (value := _seconds(env, name)) is not None}
+        return cls(task_name=task_name, spec=_spec(env), state=StateConfig.from_environment(env), **settings)
+
+
+def _spec(env: Mapping[str, str]) -> S3TaskSpec:
+    """The spec from DTH_TASK_SPEC (JSON) or, as the CloudFormation plugin passes it, one variable per field."""
+    raw = env.get("DTH_TASK_SPEC")
+    if not raw:
+        if not any(name.startswith(ENV_PREFIX) for name in env):
+            raise SpecError(f"neither DTH_TASK_SPEC (the task spec as JSON) nor {ENV_PREFIX}* variables are set")
+        return spec_from_environment(env)
+    try:
+        return S3TaskSpec.model_validate(json.loads(raw))
+    except json.JSONDecodeError as error:
+        raise SpecError(f"DTH_TASK_SPEC is not JSON: {error.msg} at character {error.pos}") from None
+    except ValidationError as error:
+        raise SpecError(f"DTH_TASK_SPEC: {describe_validation_error(error, 'spec')}") from None
 
 
 def _sides(environment: EngineEnvironment) -> tuple[S3Side, S3Side]:
