@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from dth.devtools.moto import MotoServer
 from dth.spec.model import TransferCounters
 from dth.state.dynamodb import DynamoStatusStore, create_table
+from dth.state.scanlock import ScanLock, ScanLockLostError
 from dth.state.store import ObjectResult, ObjectState, Operation, PlannedObject, SqliteStatusStore, StatusStore
 
 COPY, DELETE = Operation.COPY, Operation.DELETE
@@ -456,6 +457,48 @@ def test_scan_lock_is_held_renewed_released_and_expires(store: StatusStore) -> N
     time.sleep(1.6)  # b stopped renewing it: the lock expires
     assert store.acquire_scan_lock("task", "a", ttl_seconds=60)
     assert not store.acquire_scan_lock("task", "b", ttl_seconds=60)
+
+
+def test_a_scan_lock_taken_over_by_another_finder_is_noticed_and_never_taken_back(store: StatusStore) -> None:
+    lock = ScanLock(store, "task", "finder-a", ttl_seconds=0.9)
+    assert lock.acquire()
+    lock.check()  # held
+    # As if finder-a had stalled past the lock's expiry and finder-b had started a scan meanwhile.
+    store.release_scan_lock("task", "finder-a")
+    assert store.acquire_scan_lock("task", "finder-b", ttl_seconds=60)
+    with lock.renewing():
+        assert lock.wait_lost(timeout=30)
+        with pytest.raises(ScanLockLostError, match="another scan of task 'task' holds it"):
+            lock.check()
+    assert not store.acquire_scan_lock("task", "finder-c", ttl_seconds=60)  # finder-b's lock was left alone
+
+
+def test_a_stale_scan_lock_is_confirmed_before_the_scan_goes_on(store: StatusStore) -> None:
+    """`check` does not trust a lock older than its time to live (the finder may have been paused): it asks the
+    store, and goes on only if the lock is still its own."""
+    lock = ScanLock(store, "task", "finder-a", ttl_seconds=1)
+    assert lock.acquire()
+    time.sleep(1.1)  # no renewals: expired
+    lock.check()  # nobody else took it: renewed, and the scan goes on
+    assert not store.acquire_scan_lock("task", "finder-b", ttl_seconds=60)
+    time.sleep(1.1)
+    assert store.acquire_scan_lock("task", "finder-b", ttl_seconds=60)
+    with pytest.raises(ScanLockLostError):
+        lock.check()
+
+
+def test_scans_left_unfinished_by_a_dead_finder_are_closed_by_the_next(store: StatusStore) -> None:
+    finished = store.start_run("task")
+    store.finish_scan(finished)
+    time.sleep(0.01)
+    stale = store.start_run("task")  # its finder was killed mid-scan: "scanning" for ever
+    other = store.start_run("task-2")  # another task's scan is none of this one's business
+    assert store.close_unfinished_scans("task", "interrupted") == [stale]
+    assert store.scan_finished(stale) and store.scan_error(stale) == "interrupted"
+    assert store.scan_finished(finished) and store.scan_error(finished) is None
+    assert not store.scan_finished(other)
+    assert store.close_unfinished_scans("task", "again") == []
+    assert store.scan_error(stale) == "interrupted"
 
 
 # --- giant objects, part by part -------------------------------------------------------------

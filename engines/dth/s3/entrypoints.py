@@ -41,6 +41,7 @@ from dth.spec.load import describe_validation_error
 from dth.spec.model import EventsMode, S3TaskSpec
 from dth.state.backends import StateConfig, open_state
 from dth.state.queue import WorkQueue
+from dth.state.scanlock import ScanLock
 from dth.state.store import StatusStore
 
 log = logging.getLogger(__name__)
@@ -115,39 +116,36 @@ def _owner() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+#: The reason recorded on a run whose finder died mid-scan, when the next scan closes it.
+INTERRUPTED_SCAN = "the scan was interrupted: its finder stopped before finishing (its scan lock expired)"
+
+
 def run_finder(environment: EngineEnvironment) -> int:
-    """One scan of the task: refuses to start while another scan of the same task holds the lock."""
+    """One scan of the task: refuses to start while another scan of the same task holds the lock, and stops
+    (failing its run) when the lock stops being its own."""
     queue, store = open_state(environment.state)
-    owner = _owner()
-    lock_seconds = environment.scan_lock_seconds
-    if not store.acquire_scan_lock(environment.task_name, owner, lock_seconds):
+    lock = ScanLock(store, environment.task_name, _owner(), environment.scan_lock_seconds)
+    if not lock.acquire():
         log.warning(
             "a scan of this task is already running; not starting another", extra={"task": environment.task_name}
         )
         return 0
-    stop_renewing = threading.Event()
-
-    def renew() -> None:
-        while not stop_renewing.wait(lock_seconds / 3):
-            store.acquire_scan_lock(environment.task_name, owner, lock_seconds)
-
-    renewer = threading.Thread(target=renew, name="scan-lock", daemon=True)
-    renewer.start()
-    run_id = store.start_run(environment.task_name)
-    try:
-        _scan(environment, queue, store, run_id)
-    except Exception as error:
-        # Recorded on the run, so that the operator's status names the problem, not just a stopped task.
-        reason = str(error) if isinstance(error, DthError) else f"{type(error).__name__}: {error}"
-        store.fail_scan(run_id, reason)
-        raise
-    finally:
-        stop_renewing.set()
-        store.release_scan_lock(environment.task_name, owner)
+    with lock.renewing():
+        # The lock is ours, so an unfinished scan of the task is one whose finder died: not "scanning" for ever.
+        for stale in store.close_unfinished_scans(environment.task_name, INTERRUPTED_SCAN):
+            log.warning("closed an interrupted scan", extra={"task": environment.task_name, "run": stale})
+        run_id = store.start_run(environment.task_name)
+        try:
+            _scan(environment, queue, store, run_id, lock)
+        except Exception as error:
+            # Recorded on the run, so that the operator's status names the problem, not just a stopped task.
+            reason = str(error) if isinstance(error, DthError) else f"{type(error).__name__}: {error}"
+            store.fail_scan(run_id, reason)
+            raise
     return 0
 
 
-def _scan(environment: EngineEnvironment, queue: WorkQueue, store: StatusStore, run_id: str) -> None:
+def _scan(environment: EngineEnvironment, queue: WorkQueue, store: StatusStore, run_id: str, lock: ScanLock) -> None:
     source, destination = _sides(environment)
     check_bucket(source)
     check_bucket(destination)
@@ -155,7 +153,7 @@ def _scan(environment: EngineEnvironment, queue: WorkQueue, store: StatusStore, 
     with ThreadPoolExecutor(max_workers=1) as unused_parts:
         inspector = ObjectCopier(source, destination, environment.spec.options, unused_parts)
         finder = Finder(source, destination, environment.spec, queue, store, inspector)
-        report = finder.scan(run_id)
+        report = finder.scan(run_id, guard=lock.check)
     log.info(
         "scan done",
         extra={

@@ -136,8 +136,17 @@ class Finder:
                 waiting = []
         yield from pool.map(self._resolve, waiting)
 
-    def scan(self, run_id: str, *, on_change: Callable[[Change], None] | None = None) -> ScanReport:
+    def scan(
+        self,
+        run_id: str,
+        *,
+        on_change: Callable[[Change], None] | None = None,
+        guard: Callable[[], None] | None = None,
+    ) -> ScanReport:
+        """Diff the sides and queue the work. `guard` is called before anything is recorded or queued (and
+        before the scan is marked finished): it raises to stop the scan, say when the scan lock is lost."""
         report = ScanReport()
+        check = guard or (lambda: None)
         dry_run = self.options.dry_run or self.queue is None or self.store is None
         planned: list[PlannedObject] = []
         unchanged_batch = [0, 0]
@@ -146,6 +155,7 @@ class Finder:
             if dry_run:
                 return
             assert self.queue is not None and self.store is not None
+            check()
             if planned:
                 # Record before sending: a worker may finish an object before this returns.
                 self.store.plan(run_id, planned)
@@ -194,9 +204,10 @@ class Finder:
                     flush()
             flush()
             if not dry_run:
-                self._queue_deletes(run_id, deletes)
+                self._queue_deletes(run_id, deletes, check)
         if not dry_run:
             assert self.store is not None
+            check()
             self.store.finish_scan(run_id)
         log.info(
             "scan finished",
@@ -209,11 +220,12 @@ class Finder:
         )
         return report
 
-    def _queue_deletes(self, run_id: str, spool: TextIO) -> None:
+    def _queue_deletes(self, run_id: str, spool: TextIO, check: Callable[[], None]) -> None:
         assert self.queue is not None and self.store is not None
         spool.seek(0)
         lines = (line.rstrip("\n") for line in spool)
         while batch := list(islice(lines, BATCH)):
+            check()
             items = [WorkItem.from_body(line) for line in batch]
             self.store.plan(run_id, [PlannedObject(i.key, Operation.DELETE, 0, "") for i in items])
             self.queue.send(batch)

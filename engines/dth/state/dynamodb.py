@@ -463,6 +463,28 @@ class DynamoStatusStore(StatusStore):
             return None
         return str(item["scan_error"].get("S", "")) or None
 
+    def close_unfinished_scans(self, task: str, reason: str) -> list[str]:
+        # Newest first, down to the first finished scan: every finder closes the unfinished ones before it
+        # starts its own run, so none is older than a finished one.
+        closed: list[str] = []
+        for entry in self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :runs)",
+            ExpressionAttributeValues={":pk": _s(f"TASK#{task}"), ":runs": _s("RUN#")},
+            ProjectionExpression="run_id",
+            ScanIndexForward=False,
+        ):
+            run_id = _str(entry, "run_id")
+            ended = self._update(
+                _run_key(run_id),
+                "SET scan_finished = :now, scan_error = :reason",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(scan_finished)",
+                ExpressionAttributeValues={":now": _n(time.time()), ":reason": _text(reason)},
+            )
+            if ended is None:
+                break
+            closed.append(run_id)
+        return closed[::-1]
+
     def counters(self, run_id: str) -> TransferCounters:
         item = self._get(_run_key(run_id))
         if item is None:

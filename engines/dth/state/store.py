@@ -104,6 +104,12 @@ class StatusStore(ABC):
         """Why the run's scan failed; None when it did not."""
 
     @abstractmethod
+    def close_unfinished_scans(self, task: str, reason: str) -> list[str]:
+        """End the task's scans that never finished (their finder died: a new finder holds the scan lock, so
+        none of them is still running) as failed with `reason`, so that no run stays "scanning" for ever.
+        Returns their run ids, oldest first."""
+
+    @abstractmethod
     def counters(self, run_id: str) -> TransferCounters: ...
 
     @abstractmethod
@@ -324,6 +330,17 @@ class SqliteStatusStore(StatusStore):
         with self._db.reading() as db:
             row = db.execute("SELECT scan_error FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return str(row[0]) if row and row[0] is not None else None
+
+    def close_unfinished_scans(self, task: str, reason: str) -> list[str]:
+        with self._db.transaction() as db:
+            rows = db.execute(
+                "SELECT run_id FROM runs WHERE task = ? AND scan_finished IS NULL ORDER BY started, run_id", (task,)
+            ).fetchall()
+            db.execute(
+                "UPDATE runs SET scan_finished = ?, scan_error = ? WHERE task = ? AND scan_finished IS NULL",
+                (time.time(), reason, task),
+            )
+        return [str(row[0]) for row in rows]
 
     def counters(self, run_id: str) -> TransferCounters:
         with self._db.reading() as db:
