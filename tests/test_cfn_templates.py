@@ -515,3 +515,11 @@ def test_queue_settings_follow_retries_and_chunk_size() -> None:
     assert queue_visibility_timeout(5 * GiB) == 15360
     assert set(DERIVED_PARAMETERS) == {"ScheduleExpression", "QueueMaxReceiveCount", "QueueVisibilityTimeout"}
     assert "TaskName" in S3_PLUGIN_PARAMETERS
+
+
+def test_the_status_table_expires_items_by_the_stores_expiry_attribute() -> None:
+    """moto ignores TimeToLiveSpecification: checked as written (the store writes the attribute, test_store.py)."""
+    from dth.state.dynamodb import EXPIRY_ATTRIBUTE
+
+    table = load_template("s3-plugin.yaml")["Resources"]["StatusTable"]["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": EXPIRY_ATTRIBUTE, "Enabled": True}

@@ -29,8 +29,10 @@ from hypothesis import strategies as st
 
 from dth.devtools.moto import MotoServer
 from dth.spec.model import TransferCounters
-from dth.state.dynamodb import DynamoStatusStore, create_table
+from dth.state.dynamodb import EXPIRY_ATTRIBUTE, DynamoStatusStore, create_table
+from dth.state.queue import SqliteQueue
 from dth.state.scanlock import ScanLock, ScanLockLostError
+from dth.state.sqlite import SqliteDatabase
 from dth.state.store import ObjectResult, ObjectState, Operation, PlannedObject, SqliteStatusStore, StatusStore
 
 COPY, DELETE = Operation.COPY, Operation.DELETE
@@ -499,6 +501,73 @@ def test_scans_left_unfinished_by_a_dead_finder_are_closed_by_the_next(store: St
     assert not store.scan_finished(other)
     assert store.close_unfinished_scans("task", "again") == []
     assert store.scan_error(stale) == "interrupted"
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+def test_sqlite_keeps_only_the_last_runs_of_a_task(tmp_path: Path) -> None:
+    database = SqliteDatabase(tmp_path / "status.db")
+    store = SqliteStatusStore(database, keep_runs=3)
+    other = store.start_run("other-task")
+    runs = []
+    for number in range(5):
+        run = store.start_run("task")
+        runs.append(run)
+        store.plan(run, [planned(f"key-{number}", 10)])
+        store.start_parts(run, "giant", "upload-1", 2)
+        store.finish_part(run, "giant", 1, "etag-1")
+        # A standalone sync's queue is named after its run, in the same file: its dead letters go with the run.
+        queue = SqliteQueue(database, name=run, max_receive_count=1)
+        queue.send(["work"])
+        assert queue.receive(1, visibility_timeout=0)
+        assert queue.receive(1, visibility_timeout=0) == []  # dead-lettered
+        time.sleep(0.01)
+    kept, pruned = runs[-3:], runs[:-3]
+    assert store.latest_run("task") == runs[-1]
+    for run in kept:
+        assert store.counters(run).found == 1
+        assert SqliteQueue(database, name=run).depth().dead == 1
+    for run in pruned:
+        with pytest.raises(KeyError):
+            store.counters(run)
+        assert store.records(run, list(ObjectState)) == []
+        assert SqliteQueue(database, name=run).dead_letters() == []
+    with database.reading() as db:
+        uploads = {row[0] for row in db.execute("SELECT DISTINCT run_id FROM uploads")}
+        parts = {row[0] for row in db.execute("SELECT DISTINCT run_id FROM upload_parts")}
+    assert uploads == parts == set(kept)
+    assert store.counters(other) == TransferCounters()  # another task's runs are its own
+    store.close()
+
+
+def test_dynamodb_items_carry_an_expiry_and_the_table_expires_them(moto_server: MotoServer) -> None:
+    client = dynamodb_client(moto_server)
+    table = f"t-{uuid.uuid4().hex[:8]}"
+    create_table(client, table)
+    try:
+        described = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        assert described == {"TimeToLiveStatus": "ENABLED", "AttributeName": EXPIRY_ATTRIBUTE}
+        store = DynamoStatusStore(client, table, history_days=30)
+        before = time.time()
+        run = store.start_run("task")
+        store.plan(run, [planned("a", 10), planned("b", 0, operation=DELETE)])
+        store.complete(run, [copied("a", 10)])
+        store.record_attempt(run, "b", DELETE, "throttled")
+        store.start_parts(run, "giant", "upload-1", 2)
+        store.finish_part(run, "giant", 1, "etag-1")
+        store.newer_event("task", "a", "00A1")
+        assert store.acquire_scan_lock("task", "finder", 60)
+        after = time.time()
+        items = client.scan(TableName=table)["Items"]
+        assert len(items) == 8  # run, task index, 2 records, upload, part, event, lock
+        expiries = {f"{item['pk']['S']} {item['sk']['S']}": item.get(EXPIRY_ATTRIBUTE, {}).get("N") for item in items}
+        month = 30 * 86400
+        assert all(
+            value is not None and before + month - 1 <= int(value) <= after + month for value in expiries.values()
+        ), expiries
+    finally:
+        client.delete_table(TableName=table)
 
 
 # --- giant objects, part by part -------------------------------------------------------------

@@ -21,7 +21,7 @@ from dth.s3.worker import RetryPolicy, Worker
 from dth.spec.model import S3TaskSpec, TransferCounters
 from dth.state.queue import SqliteQueue
 from dth.state.sqlite import SqliteDatabase
-from dth.state.store import ObjectRecord, ObjectResult, ObjectState, SqliteStatusStore
+from dth.state.store import DEFAULT_KEEP_RUNS, ObjectRecord, ObjectResult, ObjectState, SqliteStatusStore
 
 ProgressCallback = Callable[[TransferCounters, bool], None]
 
@@ -60,6 +60,7 @@ class StandaloneSync:
         *,
         task_name: str,
         state_path: Path | None = None,
+        keep_runs: int = DEFAULT_KEEP_RUNS,
         namespace: str = "default",
         on_progress: ProgressCallback | None = None,
         on_change: Callable[[Change], None] | None = None,
@@ -69,6 +70,7 @@ class StandaloneSync:
         self.options = spec.options
         self.task_name = task_name
         self.state_path = state_path or default_state_path(task_name)
+        self.keep_runs = keep_runs
         self.namespace = namespace
         self.on_progress = on_progress
         self.on_change = on_change
@@ -104,7 +106,7 @@ class StandaloneSync:
         self, source: S3Side, destination: S3Side, copier: ObjectCopier, list_threads: int, started: float
     ) -> SyncResult:
         database = SqliteDatabase(self.state_path)
-        store = SqliteStatusStore(database)
+        store = SqliteStatusStore(database, keep_runs=self.keep_runs)
         run_id = store.start_run(self.task_name)
         # The worker dead-letters after max_retries itself; the queue's own redrive is the backstop
         # for a message whose worker keeps dying.

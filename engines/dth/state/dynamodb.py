@@ -30,6 +30,10 @@ all. A redelivered message, a replayed request or a worker racing another cannot
 transaction gets a fresh ClientRequestToken, so botocore's retries of it are idempotent too.
 `counters` is one strongly consistent GetItem.
 
+History: every item carries `expires_at` (epoch seconds, `history_days` after it was written), the table's
+TimeToLiveSpecification attribute, so DynamoDB deletes runs, records, uploads, event sequencers and stale locks
+by itself once they are that old, without costing a write.
+
 All reads that decide something are strongly consistent. Every write to a run's counters goes to its
 one item: DynamoDB takes about 1,000 writes a second on one item, and transactions touching it at the
 same moment conflict (TransactionConflict); conflicts are retried with backoff.
@@ -68,6 +72,10 @@ BATCH_RECORDS = 25
 CONFLICT_ATTEMPTS = 10
 #: Reasons and errors are kept to this many characters (an item holds at most 400 KB).
 MAX_TEXT = 16_384
+#: The table's time-to-live attribute: DynamoDB deletes an item once this time (epoch seconds) has passed.
+EXPIRY_ATTRIBUTE = "expires_at"
+#: Days the store's items live by default.
+DEFAULT_HISTORY_DAYS = 90.0
 
 _COUNTER_NAMES = ("found", "copied", "skipped", "deleted", "failed", "bytes_found", "bytes_copied", "bytes_skipped")
 
@@ -174,13 +182,28 @@ class DynamoStatusStore(StatusStore):
     boto3 clients are thread-safe: one store serves every worker thread.
     """
 
-    def __init__(self, client: Any, table_name: str, *, retry_delay: float = 0.05, close_client: bool = False) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        *,
+        retry_delay: float = 0.05,
+        close_client: bool = False,
+        history_days: float = DEFAULT_HISTORY_DAYS,
+    ) -> None:
+        if history_days <= 0:
+            raise ValueError(f"history_days must be positive, got {history_days}")
         self._client = client
         self.table_name = table_name
+        self._history_seconds = history_days * 86400
         self._retry_delay = retry_delay
         self._close_client = close_client
 
     # --- plumbing ---------------------------------------------------------------------------
+
+    def _expiry(self) -> dict[str, str]:
+        """The time-to-live value for an item written now."""
+        return _n(int(time.time() + self._history_seconds))
 
     def _sleep(self, attempt: int) -> None:
         time.sleep(min(2.0, self._retry_delay * 2**attempt) * random.uniform(0.5, 1.0))
@@ -305,7 +328,7 @@ class DynamoStatusStore(StatusStore):
     def start_run(self, task: str) -> str:
         started = time.time()
         run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(started))}-{uuid.uuid4().hex[:8]}"
-        run_item = {**_run_key(run_id), "task": _s(task), "started": _n(started)}
+        run_item = {**_run_key(run_id), "task": _s(task), "started": _n(started), EXPIRY_ATTRIBUTE: self._expiry()}
         run_item.update({name: _n(0) for name in _COUNTER_NAMES})
         self._transact(
             [
@@ -323,6 +346,7 @@ class DynamoStatusStore(StatusStore):
                             "pk": _s(f"TASK#{task}"),
                             "sk": _s(f"RUN#{started:017.6f}#{run_id}"),
                             "run_id": _s(run_id),
+                            EXPIRY_ATTRIBUTE: self._expiry(),
                         },
                     }
                 },
@@ -337,6 +361,7 @@ class DynamoStatusStore(StatusStore):
             first.setdefault((item.key, item.operation), item)
         unique = list(first.values())
         now = time.time()
+        expiry = self._expiry()
 
         def put(item: PlannedObject) -> dict[str, Any]:
             state = ObjectState.SKIPPED if item.skip_reason else ObjectState.QUEUED
@@ -354,6 +379,7 @@ class DynamoStatusStore(StatusStore):
                         "reason": _text(item.skip_reason or ""),
                         "last_error": _s(""),
                         "updated": _n(now),
+                        EXPIRY_ATTRIBUTE: expiry,
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
@@ -546,6 +572,7 @@ class DynamoStatusStore(StatusStore):
                         "sk": _s("LOCK"),
                         "owner": _s(owner),
                         "expires": _n(now + ttl_seconds),
+                        EXPIRY_ATTRIBUTE: self._expiry(),  # a lock its finder never released goes too
                     },
                     ConditionExpression="attribute_not_exists(pk) OR #owner = :owner OR #expires <= :now",
                     ExpressionAttributeNames={"#owner": "owner", "#expires": "expires"},
@@ -577,8 +604,14 @@ class DynamoStatusStore(StatusStore):
         response = self._update(
             _upload_key(run_id, key),
             "SET upload_id = if_not_exists(upload_id, :upload), total_parts = if_not_exists(total_parts, :total), "
-            "parts_done = if_not_exists(parts_done, :zero)",
-            ExpressionAttributeValues={":upload": _s(upload_id), ":total": _n(total_parts), ":zero": _n(0)},
+            "parts_done = if_not_exists(parts_done, :zero), #expires = if_not_exists(#expires, :expires)",
+            ExpressionAttributeNames={"#expires": EXPIRY_ATTRIBUTE},
+            ExpressionAttributeValues={
+                ":upload": _s(upload_id),
+                ":total": _n(total_parts),
+                ":zero": _n(0),
+                ":expires": self._expiry(),
+            },
             ReturnValues="ALL_NEW",
         )
         if response is None:  # it has no condition
@@ -597,6 +630,7 @@ class DynamoStatusStore(StatusStore):
                         "sk": _s(f"{part_number:05d}"),
                         "part_number": _n(part_number),
                         "etag": _s(etag),
+                        EXPIRY_ATTRIBUTE: self._expiry(),
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
@@ -653,10 +687,15 @@ class DynamoStatusStore(StatusStore):
         return (
             self._update(
                 {"pk": _s(f"EVENT#{task}"), "sk": _s(key)},
-                "SET sequencer = :sequencer, seq_order = :order",
+                "SET sequencer = :sequencer, seq_order = :order, #expires = :expires",
                 # Not older than any seen: the same sequencer again is a redelivery of the same event.
                 ConditionExpression="attribute_not_exists(pk) OR seq_order <= :order",
-                ExpressionAttributeValues={":sequencer": _s(sequencer), ":order": _s(sequencer_key(sequencer))},
+                ExpressionAttributeNames={"#expires": EXPIRY_ATTRIBUTE},
+                ExpressionAttributeValues={
+                    ":sequencer": _s(sequencer),
+                    ":order": _s(sequencer_key(sequencer)),
+                    ":expires": self._expiry(),
+                },
             )
             is not None
         )
@@ -679,3 +718,6 @@ def create_table(client: Any, name: str) -> None:
         BillingMode="PAY_PER_REQUEST",
     )
     client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    client.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": EXPIRY_ATTRIBUTE}
+    )

@@ -6,6 +6,8 @@ delivered twice (a worker died, a visibility timeout ran out) is never counted t
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -16,6 +18,8 @@ from pathlib import Path
 
 from dth.spec.model import TransferCounters
 from dth.state.sqlite import SqliteDatabase
+
+log = logging.getLogger(__name__)
 
 
 class Operation(StrEnum):
@@ -213,10 +217,18 @@ _STATE_COUNTERS: dict[ObjectState, tuple[str, str | None]] = {
 }
 
 
-class SqliteStatusStore(StatusStore):
-    """The embedded default, in a local SQLite file."""
+#: Runs of a task the SQLite store keeps by default (the newest; older ones are deleted as a run starts).
+DEFAULT_KEEP_RUNS = 20
 
-    def __init__(self, path: Path | str | SqliteDatabase) -> None:
+
+class SqliteStatusStore(StatusStore):
+    """The embedded default, in a local SQLite file. Starting a run deletes the task's runs beyond the newest
+    `keep_runs` (None: keep every run), with their records, uploads and run-named queues."""
+
+    def __init__(self, path: Path | str | SqliteDatabase, *, keep_runs: int | None = DEFAULT_KEEP_RUNS) -> None:
+        if keep_runs is not None and keep_runs < 1:
+            raise ValueError(f"keep_runs must be at least 1, got {keep_runs}")
+        self._keep_runs = keep_runs
         # A database shared with the queue: one connection, so the two never wait on each other's file lock.
         self._db = path if isinstance(path, SqliteDatabase) else SqliteDatabase(path)
         self._db.executescript(_SCHEMA)
@@ -229,7 +241,31 @@ class SqliteStatusStore(StatusStore):
         run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         with self._db.transaction() as db:
             db.execute("INSERT INTO runs (run_id, task, started) VALUES (?, ?, ?)", (run_id, task, time.time()))
+            if self._keep_runs is not None:
+                self._prune(db, task, self._keep_runs)
         return run_id
+
+    @staticmethod
+    def _prune(db: sqlite3.Connection, task: str, keep: int) -> None:
+        old = [
+            str(row[0])
+            for row in db.execute(
+                "SELECT run_id FROM runs WHERE task = ? ORDER BY started DESC, run_id DESC LIMIT -1 OFFSET ?",
+                (task, keep),
+            )
+        ]
+        if not old:
+            return
+        marks = ",".join("?" * len(old))
+        for table in ("objects", "uploads", "upload_parts", "runs"):
+            db.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", old)
+        # A standalone sync names its queue after its run, in this same file (dth.s3.sync): its leftovers
+        # (dead letters) go with the run. The queue's tables exist only once a queue was opened here.
+        tables = {str(row[0]) for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table in ("queue_messages", "queue_dead_letters"):
+            if table in tables:
+                db.execute(f"DELETE FROM {table} WHERE queue IN ({marks})", old)
+        log.info("old runs deleted", extra={"task": task, "runs": len(old), "kept": keep})
 
     def plan(self, run_id: str, objects: Sequence[PlannedObject]) -> None:
         now = time.time()
