@@ -30,9 +30,11 @@ all. A redelivered message, a replayed request or a worker racing another cannot
 transaction gets a fresh ClientRequestToken, so botocore's retries of it are idempotent too.
 `counters` is one strongly consistent GetItem.
 
-History: every item carries `expires_at` (epoch seconds, `history_days` after it was written), the table's
+History: items carry `expires_at` (epoch seconds, `history_days` after it was written), the table's
 TimeToLiveSpecification attribute, so DynamoDB deletes runs, records, uploads, event sequencers and stale locks
-by itself once they are that old, without costing a write.
+by itself once they are that old, without costing a write. A task's latest run (its run item and its entry in
+the task's runs) gets its expiry only when a newer run starts: a task that ran once keeps its outcome, which
+the operator shows, however long ago that was.
 
 All reads that decide something are strongly consistent. Every write to a run's counters goes to its
 one item: DynamoDB takes about 1,000 writes a second on one item, and transactions touching it at the
@@ -328,7 +330,7 @@ class DynamoStatusStore(StatusStore):
     def start_run(self, task: str) -> str:
         started = time.time()
         run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(started))}-{uuid.uuid4().hex[:8]}"
-        run_item = {**_run_key(run_id), "task": _s(task), "started": _n(started), EXPIRY_ATTRIBUTE: self._expiry()}
+        run_item = {**_run_key(run_id), "task": _s(task), "started": _n(started)}
         run_item.update({name: _n(0) for name in _COUNTER_NAMES})
         self._transact(
             [
@@ -346,13 +348,35 @@ class DynamoStatusStore(StatusStore):
                             "pk": _s(f"TASK#{task}"),
                             "sk": _s(f"RUN#{started:017.6f}#{run_id}"),
                             "run_id": _s(run_id),
-                            EXPIRY_ATTRIBUTE: self._expiry(),
                         },
                     }
                 },
             ]
         )
+        self._expire_earlier_runs(task, run_id)
         return run_id
+
+    def _expire_earlier_runs(self, task: str, latest: str) -> None:
+        """Stamp the expiry on the task's runs that have none but are no longer its latest (usually just the one
+        before; after a crash between a run's start and this, a few)."""
+        expiry = self._expiry()
+        for entry in self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :runs)",
+            FilterExpression="attribute_not_exists(#expires)",
+            ExpressionAttributeNames={"#expires": EXPIRY_ATTRIBUTE},
+            ExpressionAttributeValues={":pk": _s(f"TASK#{task}"), ":runs": _s("RUN#")},
+        ):
+            run_id = _str(entry, "run_id")
+            if run_id == latest:
+                continue
+            for key in (_run_key(run_id), {"pk": entry["pk"], "sk": entry["sk"]}):
+                self._update(
+                    key,
+                    "SET #expires = :expires",
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeNames={"#expires": EXPIRY_ATTRIBUTE},
+                    ExpressionAttributeValues={":expires": expiry},
+                )
 
     def plan(self, run_id: str, objects: Sequence[PlannedObject]) -> None:
         # One action per item in a transaction: a key planned twice in one call is planned once (the first).
