@@ -12,6 +12,8 @@ passes it, and log JSON lines:
   (seconds a received message stays hidden, kept hidden by heartbeats while its copy runs; 300; the
   template passes its queue's visibility timeout), `DTH_SCAN_LOCK_SECONDS` (how long a scan lock
   outlives a finder that stopped renewing it; 300), `DTH_RETRY_BASE_DELAY` (0.5).
+- History (`dth.state.backends`): `DTH_KEEP_RUNS` (SQLite: runs kept per task, 20), `DTH_HISTORY_DAYS`
+  (DynamoDB: days before items expire, 90).
 """
 
 from __future__ import annotations
