@@ -20,6 +20,7 @@ from dth.spec.cfn import (
     EXCLUDED_FIELDS,
     IMAGE_PLUGIN_PARAMETERS,
     S3_PLUGIN_PARAMETERS,
+    TEMPLATE_BODY_LIMIT,
     PluginSettings,
     TaskSize,
     eventbridge_schedule,
@@ -33,6 +34,8 @@ from dth.spec.cfn import (
     s3_stack_parameters,
     s3_template_problems,
     spec_parameter_leaves,
+    template_body_problem,
+    template_dir,
     template_path,
 )
 from dth.spec.environment import spec_from_environment, spec_leaves
@@ -105,6 +108,26 @@ def test_cfn_lint_would_report_a_broken_template(tmp_path: Path) -> None:
         template_path("s3-plugin.yaml").read_text().replace("Type: AWS::SQS::Queue", "Type: AWS::SQS::Queu", 1)
     )
     assert any("AWS::SQS::Queu" in str(match) for match in lint_file(broken, config=ManualArgs()))
+
+
+@pytest.mark.parametrize("path", sorted(template_dir().glob("*.yaml")), ids=lambda path: path.name)
+def test_every_template_fits_in_a_create_stack_template_body(path: Path) -> None:
+    """The operator sends templates inline (TemplateBody), which CloudFormation takes up to 51,200 bytes."""
+    size = len(path.read_text(encoding="utf-8").encode())
+    print(f"{path.name}: {size:,} bytes, {TEMPLATE_BODY_LIMIT - size:,} to spare")  # pytest -rP shows the margin
+    assert template_body_problem(path) is None
+
+
+def test_the_size_check_names_a_template_over_the_limit_and_by_how_much(tmp_path: Path) -> None:
+    grown = tmp_path / "grown.yaml"
+    text = template_path("s3-plugin.yaml").read_text(encoding="utf-8")
+    grown.write_text(text + "# " + "x" * (TEMPLATE_BODY_LIMIT - len(text.encode())) + "\n", encoding="utf-8")
+    over = len(grown.read_bytes()) - TEMPLATE_BODY_LIMIT
+    assert over > 0
+    assert template_body_problem(grown) == (
+        f"grown.yaml is {TEMPLATE_BODY_LIMIT + over:,} bytes, {over:,} over CloudFormation's "
+        f"{TEMPLATE_BODY_LIMIT:,}-byte TemplateBody limit: shorten it, or upload it to S3 and pass TemplateURL"
+    )
 
 
 def checkov_command() -> list[str] | None:
@@ -492,3 +515,11 @@ def test_queue_settings_follow_retries_and_chunk_size() -> None:
     assert queue_visibility_timeout(5 * GiB) == 15360
     assert set(DERIVED_PARAMETERS) == {"ScheduleExpression", "QueueMaxReceiveCount", "QueueVisibilityTimeout"}
     assert "TaskName" in S3_PLUGIN_PARAMETERS
+
+
+def test_the_status_table_expires_items_by_the_stores_expiry_attribute() -> None:
+    """moto ignores TimeToLiveSpecification: checked as written (the store writes the attribute, test_store.py)."""
+    from dth.state.dynamodb import EXPIRY_ATTRIBUTE
+
+    table = load_template("s3-plugin.yaml")["Resources"]["StatusTable"]["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": EXPIRY_ATTRIBUTE, "Enabled": True}

@@ -8,13 +8,14 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from dth.image.errors import RegistryAuthError
-from dth.image.registry import OCI_MANIFEST, Login, RegistryClient
+from dth.image.registry import OCI_MANIFEST, Login, RegistryClient, may_send_credentials
 
 MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": []}).encode()
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
@@ -24,6 +25,9 @@ USER, PASSWORD = "robot", "hunter2-token-pass"
 class _Registry(BaseHTTPRequestHandler):
     tokens_issued: list[str]
     scopes: list[str]
+    authorizations: list[str]  # the Authorization header of every token request ("" without one)
+    realm: str | None = None  # the token realm challenges name; None: this server's /token
+    redirect_token_to: str | None = None  # where /token redirects to, if anywhere
 
     def log_message(self, *_: object) -> None:
         pass
@@ -38,7 +42,7 @@ class _Registry(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _challenge(self, scope: str) -> None:
-        realm = f"http://{self.headers['Host']}/token"
+        realm = self.realm or f"http://{self.headers['Host']}/token"
         self._send(401, b"{}", {"WWW-Authenticate": f'Bearer realm="{realm}",service="test",scope="{scope}"'})
 
     def do_GET(self) -> None:
@@ -52,6 +56,10 @@ class _Registry(BaseHTTPRequestHandler):
         if url.path == "/token":
             query = parse_qs(url.query)
             auth = self.headers.get("Authorization", "")
+            self.authorizations.append(auth)
+            if self.redirect_token_to:
+                self._send(302, b"", {"Location": f"{self.redirect_token_to}?{url.query}"})
+                return
             if auth:
                 user, _, password = base64.b64decode(auth.removeprefix("Basic ")).decode().partition(":")
                 if (user, password) != (USER, PASSWORD):
@@ -86,9 +94,10 @@ class _Registry(BaseHTTPRequestHandler):
             self._send(404, b'{"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}')
 
 
-@pytest.fixture
-def token_registry() -> Iterator[tuple[str, type[_Registry]]]:
-    handler = type("Handler", (_Registry,), {"tokens_issued": [], "scopes": []})
+@contextmanager
+def serving() -> Iterator[tuple[str, type[_Registry]]]:
+    """A registry stand-in on a free port: its host:port and its handler class (settings and what it saw)."""
+    handler = type("Handler", (_Registry,), {"tokens_issued": [], "scopes": [], "authorizations": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -97,6 +106,19 @@ def token_registry() -> Iterator[tuple[str, type[_Registry]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def token_registry() -> Iterator[tuple[str, type[_Registry]]]:
+    with serving() as running:
+        yield running
+
+
+@pytest.fixture
+def other_host() -> Iterator[tuple[str, type[_Registry]]]:
+    """Another server (another port: another origin), whose /token records what it is sent."""
+    with serving() as running:
+        yield running
 
 
 def test_anonymous_bearer_tokens_per_repository(token_registry: tuple[str, type[_Registry]]) -> None:
@@ -141,3 +163,49 @@ def test_unreachable_registry_is_retryable() -> None:
     with pytest.raises(RegistryError, match="is unreachable") as caught:
         client.ping()
     assert caught.value.retryable
+
+
+def test_credentials_are_not_sent_to_a_plain_http_realm_on_another_host(
+    token_registry: tuple[str, type[_Registry]], other_host: tuple[str, type[_Registry]]
+) -> None:
+    host, handler = token_registry
+    elsewhere, recorder = other_host
+    handler.realm = f"http://{elsewhere}/token"
+    client = RegistryClient(host, insecure=True, login=lambda: Login(USER, PASSWORD), name="source registry")
+    with pytest.raises(RegistryAuthError, match="credentials are not sent") as caught:
+        client.head_manifest("private", "1.0")
+    assert PASSWORD not in str(caught.value)
+    assert not any(recorder.authorizations), "the credentials reached another host over plain HTTP"
+
+
+def test_credentials_are_not_carried_across_a_token_service_redirect(
+    token_registry: tuple[str, type[_Registry]], other_host: tuple[str, type[_Registry]]
+) -> None:
+    host, handler = token_registry
+    elsewhere, recorder = other_host
+    handler.redirect_token_to = f"http://{elsewhere}/token"
+    client = RegistryClient(host, insecure=True, login=lambda: Login(USER, PASSWORD), name="source registry")
+    with pytest.raises(RegistryAuthError):  # the redirected request is anonymous: no token for a private image
+        client.head_manifest("private", "1.0")
+    assert handler.authorizations and all(a.startswith("Basic ") for a in handler.authorizations)
+    assert recorder.authorizations, "the redirect was not followed"
+    assert not any(recorder.authorizations), "the credentials followed the redirect"
+
+
+@pytest.mark.parametrize(
+    ("realm", "registry", "insecure", "allowed"),
+    [
+        ("https://auth.docker.io/token", "registry-1.docker.io", False, True),  # HTTPS: any token service
+        ("https://reg.example:5000/token", "reg.example:5000", True, True),
+        ("http://reg.example:5000/token", "reg.example:5000", True, True),  # the user allowed plain HTTP here
+        ("http://REG.example:5000/token", "reg.example:5000", True, True),
+        ("http://reg.example/token", "reg.example", True, True),
+        ("http://reg.example:5000/token", "reg.example:5000", False, False),  # not allowed plain HTTP
+        ("http://auth.example/token", "reg.example", True, False),  # plain HTTP to another host
+        ("http://reg.example:5001/token", "reg.example:5000", True, False),  # ... or another port
+        ("http://reg.example:80/token", "reg.example:8080", True, False),
+        ("ftp://reg.example/token", "reg.example", True, False),
+    ],
+)
+def test_which_token_realms_may_receive_credentials(realm: str, registry: str, insecure: bool, allowed: bool) -> None:
+    assert may_send_credentials(realm, registry, insecure=insecure) is allowed

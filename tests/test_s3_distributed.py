@@ -226,6 +226,8 @@ def test_finder_killed_mid_scan_and_restarted_misses_nothing_and_counts_once(
         wait_for(lambda: proxy.faults[0].hits >= 3, what="the scan to be under way")
         finder.send_signal(signal.SIGKILL)
         finder.wait(timeout=30)
+        interrupted = deployment.store().latest_run(unique_name)
+        assert interrupted is not None
         # Work the half-scan's queue, then scan again once the dead finder's lock has expired.
         deployment.run("worker", "--exit-when-idle", "2")
         time.sleep(2.5)
@@ -233,10 +235,47 @@ def test_finder_killed_mid_scan_and_restarted_misses_nothing_and_counts_once(
         deployment.run("finder")
         deployment.run("worker", "--exit-when-idle", "2")
     assert objects(client, f"{unique_name}-dst") == objects(client, f"{unique_name}-src")
+    # The killed finder's run is not left "scanning" for ever: the next scan closed it, saying why.
+    store = deployment.store()
+    assert store.latest_run(unique_name) != interrupted
+    assert store.scan_finished(interrupted)
+    assert "interrupted" in (store.scan_error(interrupted) or "")
     counters = deployment.counters()  # of the complete, second run
     assert counters.found == len(keys)
     assert counters.copied + counters.skipped == len(keys)
     assert counters.failed == 0
+
+
+def test_a_finder_that_lost_its_scan_lock_queues_nothing_more_and_fails_its_run(
+    deploy: Callable[..., Deployment], rgw_site: S3Site, source_and_destination: Any, unique_name: str
+) -> None:
+    client = source_and_destination
+    keys = [f"d{d}/k{n:03d}" for d in range(4) for n in range(30)]
+    for key in keys:
+        client.put_object(Bucket=f"{unique_name}-src", Key=key, Body=key.encode())
+    with FaultProxy(rgw_site.url) as proxy:
+        # Slow listings of the source, so that the scan is surely stopped halfway.
+        proxy.add(Fault(method="GET", path_contains=f"{unique_name}-src", query_contains="list-type=2", delay=0.7))
+        spec = task_spec(rgw_site, f"{unique_name}-src", f"{unique_name}-dst", listDepth=1)
+        spec["source"]["endpoint"] = proxy.url
+        deployment = deploy(spec, DTH_SCAN_LOCK_SECONDS="1")
+        store = deployment.store()
+        finder = deployment.start("finder")
+        wait_for(lambda: proxy.faults[0].hits >= 3, what="the scan to be under way")
+        # The finder stalls (paused) past its lock's expiry, and another finder takes the lock meanwhile.
+        finder.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: store.acquire_scan_lock(unique_name, "finder-b", 60), what="the stalled lock to expire")
+        finally:
+            finder.send_signal(signal.SIGCONT)
+        output, _ = finder.communicate(timeout=120)
+    assert finder.returncode != 0, output
+    assert "scan lock lost" in output
+    run = store.latest_run(unique_name)
+    assert run is not None
+    assert "another scan of task" in (store.scan_error(run) or "")
+    assert deployment.counters().found == 0  # nothing was queued after the lock was gone
+    assert not store.acquire_scan_lock(unique_name, "finder-c", 60)  # finder-b's lock was not released
 
 
 def test_visibility_timeout_running_out_mid_copy_gives_duplicates_but_exact_counts(

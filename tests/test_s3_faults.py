@@ -148,3 +148,44 @@ def test_a_failing_source_listing_deletes_nothing_in_mirror_mode(
     assert report["counters"]["deleted"] == 0
     remaining = {o["Key"] for o in client.list_objects_v2(Bucket=f"{unique_name}-b")["Contents"]}
     assert {f"dir-{n}/only-here" for n in range(5)} <= remaining
+
+
+@pytest.mark.parametrize("list_depth", ["0", "1"])
+def test_a_truncated_listing_page_without_a_continuation_token_fails_the_sync(
+    moto_site: S3Site, unique_name: str, tmp_path: Path, list_depth: str
+) -> None:
+    """A page that says more keys follow but gives no token to fetch them must not end the listing: the keys
+    after it would be taken for absent (skipped, or deleted in mirror mode) and the run would report success."""
+    client = fill(moto_site, f"{unique_name}-a", [f"dir-{n}/x" for n in range(5)])
+    client.create_bucket(Bucket=f"{unique_name}-b")
+    for n in range(5):
+        client.put_object(Bucket=f"{unique_name}-b", Key=f"dir-{n}/only-here", Body=b"keep unless mirrored")
+    with FaultProxy(moto_site.url) as source_proxy:
+        # Only the listing pages of one prefix lie (flat: the whole bucket's single page).
+        truncated = Fault(
+            method="GET",
+            path_contains=f"{unique_name}-a",
+            query_contains="list-type=2" if list_depth == "0" else "prefix=dir-3",
+            rewrite=("<IsTruncated>false</IsTruncated>", "<IsTruncated>true</IsTruncated>"),
+        )
+        source_proxy.add(truncated)
+        code, report, stderr = sync(
+            moto_site,
+            tmp_path / "s.db",
+            f"s3://{unique_name}-a",
+            f"s3://{unique_name}-b",
+            "--delete",
+            "--list-depth",
+            list_depth,
+            "--source-endpoint",
+            source_proxy.url,
+            "--dest-endpoint",
+            moto_site.url,
+        )
+    assert truncated.hits >= 1
+    assert code == 1, stderr
+    expected_prefix = "" if list_depth == "0" else "dir-3/"
+    assert f"truncated listing of s3://{unique_name}-a/{expected_prefix}" in report["error"], report
+    assert report["counters"]["deleted"] == 0
+    remaining = {o["Key"] for o in client.list_objects_v2(Bucket=f"{unique_name}-b")["Contents"]}
+    assert {f"dir-{n}/only-here" for n in range(5)} <= remaining

@@ -567,3 +567,24 @@ def test_multipart_sources_fall_back_to_part_copies_where_copy_object_gives_a_ne
     assert result.code == 0, result.stderr + result.stdout
     assert etags(client, f"{unique_name}-dst") == sources
     assert contents(client, f"{unique_name}-dst") == contents(client, unique_name)
+
+
+def test_the_state_file_keeps_only_the_last_runs(moto_site: S3Site, unique_name: str, tmp_path: Path) -> None:
+    import sqlite3
+
+    client = make_bucket(moto_site, f"{unique_name}-a")
+    make_bucket(moto_site, f"{unique_name}-b")
+    client.put_object(Bucket=f"{unique_name}-a", Key="k", Body=b"x")
+    state = tmp_path / "s.db"
+    runs = []
+    for _ in range(4):
+        outcome = sync(
+            f"s3://{unique_name}-a", f"s3://{unique_name}-b", "--keep-runs", "2", site=moto_site, state=state
+        )
+        assert outcome.code == 0, outcome.stderr
+        runs.append(outcome.report["run"])
+    with sqlite3.connect(state) as db:
+        kept = {row[0] for row in db.execute("SELECT run_id FROM runs")}
+        queues = {row[0] for row in db.execute("SELECT DISTINCT queue FROM queue_messages")}
+    assert kept == set(runs[-2:])
+    assert queues <= kept

@@ -128,3 +128,31 @@ def test_open_aws_state_from_the_environment(moto_server: MotoServer, monkeypatc
     finally:
         queue.close()
         store.close()
+
+
+def test_how_much_history_is_kept_is_configured_by_the_environment(tmp_path: Path) -> None:
+    config = StateConfig.from_environment({"DTH_STATE_PATH": str(tmp_path / "state.db"), "DTH_KEEP_RUNS": "5"})
+    assert config.keep_runs == 5
+    assert StateConfig.from_environment({"DTH_STATE_PATH": str(tmp_path / "state.db")}).keep_runs == 20
+    aws = {
+        "DTH_QUEUE_URL": "https://q",
+        "DTH_DLQ_URL": "https://dlq",
+        "DTH_TABLE_NAME": "t",
+        "AWS_REGION": "eu-west-1",
+        "DTH_HISTORY_DAYS": "7",
+    }
+    assert StateConfig.from_environment(aws).history_days == 7
+    with pytest.raises(SpecError, match="keep_runs"):
+        StateConfig.from_environment({"DTH_STATE_PATH": str(tmp_path / "state.db"), "DTH_KEEP_RUNS": "0"})
+    with pytest.raises(SpecError, match="history_days"):
+        StateConfig.from_environment({**aws, "DTH_HISTORY_DAYS": "soon"})
+    queue, store = open_state(StateConfig(kind="sqlite", path=tmp_path / "state.db", keep_runs=1))
+    try:
+        first = store.start_run("task")
+        second = store.start_run("task")
+        with pytest.raises(KeyError):
+            store.counters(first)
+        assert store.latest_run("task") == second
+    finally:
+        queue.close()
+        store.close()

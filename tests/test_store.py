@@ -29,7 +29,10 @@ from hypothesis import strategies as st
 
 from dth.devtools.moto import MotoServer
 from dth.spec.model import TransferCounters
-from dth.state.dynamodb import DynamoStatusStore, create_table
+from dth.state.dynamodb import EXPIRY_ATTRIBUTE, DynamoStatusStore, create_table
+from dth.state.queue import SqliteQueue
+from dth.state.scanlock import ScanLock, ScanLockLostError
+from dth.state.sqlite import SqliteDatabase
 from dth.state.store import ObjectResult, ObjectState, Operation, PlannedObject, SqliteStatusStore, StatusStore
 
 COPY, DELETE = Operation.COPY, Operation.DELETE
@@ -456,6 +459,123 @@ def test_scan_lock_is_held_renewed_released_and_expires(store: StatusStore) -> N
     time.sleep(1.6)  # b stopped renewing it: the lock expires
     assert store.acquire_scan_lock("task", "a", ttl_seconds=60)
     assert not store.acquire_scan_lock("task", "b", ttl_seconds=60)
+
+
+def test_a_scan_lock_taken_over_by_another_finder_is_noticed_and_never_taken_back(store: StatusStore) -> None:
+    lock = ScanLock(store, "task", "finder-a", ttl_seconds=0.9)
+    assert lock.acquire()
+    lock.check()  # held
+    # As if finder-a had stalled past the lock's expiry and finder-b had started a scan meanwhile.
+    store.release_scan_lock("task", "finder-a")
+    assert store.acquire_scan_lock("task", "finder-b", ttl_seconds=60)
+    with lock.renewing():
+        assert lock.wait_lost(timeout=30)
+        with pytest.raises(ScanLockLostError, match="another scan of task 'task' holds it"):
+            lock.check()
+    assert not store.acquire_scan_lock("task", "finder-c", ttl_seconds=60)  # finder-b's lock was left alone
+
+
+def test_a_stale_scan_lock_is_confirmed_before_the_scan_goes_on(store: StatusStore) -> None:
+    """`check` does not trust a lock older than its time to live (the finder may have been paused): it asks the
+    store, and goes on only if the lock is still its own."""
+    lock = ScanLock(store, "task", "finder-a", ttl_seconds=1)
+    assert lock.acquire()
+    time.sleep(1.1)  # no renewals: expired
+    lock.check()  # nobody else took it: renewed, and the scan goes on
+    assert not store.acquire_scan_lock("task", "finder-b", ttl_seconds=60)
+    time.sleep(1.1)
+    assert store.acquire_scan_lock("task", "finder-b", ttl_seconds=60)
+    with pytest.raises(ScanLockLostError):
+        lock.check()
+
+
+def test_scans_left_unfinished_by_a_dead_finder_are_closed_by_the_next(store: StatusStore) -> None:
+    finished = store.start_run("task")
+    store.finish_scan(finished)
+    time.sleep(0.01)
+    stale = store.start_run("task")  # its finder was killed mid-scan: "scanning" for ever
+    other = store.start_run("task-2")  # another task's scan is none of this one's business
+    assert store.close_unfinished_scans("task", "interrupted") == [stale]
+    assert store.scan_finished(stale) and store.scan_error(stale) == "interrupted"
+    assert store.scan_finished(finished) and store.scan_error(finished) is None
+    assert not store.scan_finished(other)
+    assert store.close_unfinished_scans("task", "again") == []
+    assert store.scan_error(stale) == "interrupted"
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+def test_sqlite_keeps_only_the_last_runs_of_a_task(tmp_path: Path) -> None:
+    database = SqliteDatabase(tmp_path / "status.db")
+    store = SqliteStatusStore(database, keep_runs=3)
+    other = store.start_run("other-task")
+    runs = []
+    for number in range(5):
+        run = store.start_run("task")
+        runs.append(run)
+        store.plan(run, [planned(f"key-{number}", 10)])
+        store.start_parts(run, "giant", "upload-1", 2)
+        store.finish_part(run, "giant", 1, "etag-1")
+        # A standalone sync's queue is named after its run, in the same file: its dead letters go with the run.
+        queue = SqliteQueue(database, name=run, max_receive_count=1)
+        queue.send(["work"])
+        assert queue.receive(1, visibility_timeout=0)
+        assert queue.receive(1, visibility_timeout=0) == []  # dead-lettered
+        time.sleep(0.01)
+    kept, pruned = runs[-3:], runs[:-3]
+    assert store.latest_run("task") == runs[-1]
+    for run in kept:
+        assert store.counters(run).found == 1
+        assert SqliteQueue(database, name=run).depth().dead == 1
+    for run in pruned:
+        with pytest.raises(KeyError):
+            store.counters(run)
+        assert store.records(run, list(ObjectState)) == []
+        assert SqliteQueue(database, name=run).dead_letters() == []
+    with database.reading() as db:
+        uploads = {row[0] for row in db.execute("SELECT DISTINCT run_id FROM uploads")}
+        parts = {row[0] for row in db.execute("SELECT DISTINCT run_id FROM upload_parts")}
+    assert uploads == parts == set(kept)
+    assert store.counters(other) == TransferCounters()  # another task's runs are its own
+    store.close()
+
+
+def test_dynamodb_items_carry_an_expiry_and_the_table_expires_them(moto_server: MotoServer) -> None:
+    client = dynamodb_client(moto_server)
+    table = f"t-{uuid.uuid4().hex[:8]}"
+    create_table(client, table)
+    try:
+        described = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        assert described == {"TimeToLiveStatus": "ENABLED", "AttributeName": EXPIRY_ATTRIBUTE}
+        store = DynamoStatusStore(client, table, history_days=30)
+        before = time.time()
+        earlier = store.start_run("task")
+        time.sleep(0.01)
+        run = store.start_run("task")
+        store.plan(run, [planned("a", 10), planned("b", 0, operation=DELETE)])
+        store.complete(run, [copied("a", 10)])
+        store.record_attempt(run, "b", DELETE, "throttled")
+        store.start_parts(run, "giant", "upload-1", 2)
+        store.finish_part(run, "giant", 1, "etag-1")
+        store.newer_event("task", "a", "00A1")
+        assert store.acquire_scan_lock("task", "finder", 60)
+        after = time.time()
+        items = client.scan(TableName=table)["Items"]
+        assert len(items) == 10  # 2 x (run, task index), 2 records, upload, part, event, lock
+        expiries = {f"{item['pk']['S']} {item['sk']['S']}": item.get(EXPIRY_ATTRIBUTE, {}).get("N") for item in items}
+        # The latest run keeps its outcome (a task that ran once shows it for good) until a newer run starts.
+        latest = {name for name in expiries if name == f"RUN#{run} RUN" or name.endswith(f"#{run}")}
+        assert len(latest) == 2
+        assert all(expiries[name] is None for name in latest), expiries
+        month = 30 * 86400
+        expiring = {name: value for name, value in expiries.items() if name not in latest}
+        assert f"RUN#{earlier} RUN" in expiring
+        assert all(
+            value is not None and before + month - 1 <= int(value) <= after + month for value in expiring.values()
+        ), expiries
+    finally:
+        client.delete_table(TableName=table)
 
 
 # --- giant objects, part by part -------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from dth.spec.model import (
     StorageClass,
     StorageProvider,
 )
+from dth.state.store import DEFAULT_KEEP_RUNS
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -104,7 +106,24 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the plan, copy nothing")
     parser.add_argument("--output", choices=["text", "json"], default="text")
     parser.add_argument("--state", type=Path, help="SQLite file for the queue and status (default: per task)")
+    parser.add_argument(
+        "--keep-runs",
+        type=_positive,
+        default=os.environ.get("DTH_KEEP_RUNS") or str(DEFAULT_KEEP_RUNS),  # argparse converts string defaults
+        metavar="N",
+        help=f"runs of the task the state file keeps (default {DEFAULT_KEEP_RUNS}, or $DTH_KEEP_RUNS)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
 
 
 def _side(
@@ -187,6 +206,7 @@ def execute(spec: S3TaskSpec, task_name: str, args: argparse.Namespace, namespac
         spec,
         task_name=task_name,
         state_path=args.state,
+        keep_runs=getattr(args, "keep_runs", DEFAULT_KEEP_RUNS),  # the demo builds its own arguments
         namespace=namespace,
         on_progress=display.update if display else None,
         on_change=print_change if spec.options.dry_run and args.output == "text" else None,

@@ -1,6 +1,6 @@
 """An HTTP proxy for tests that stands in front of a real S3 server and injects faults: S3 error
-responses (500 InternalError, 503 SlowDown), connection resets and slow responses, for requests that
-match a rule, a given number of times or always.
+responses (500 InternalError, 503 SlowDown), connection resets, slow responses and rewritten response
+bodies (a server that answers wrongly), for requests that match a rule, a given number of times or always.
 
 The Host header is passed through unchanged, so SigV4 signatures made for the proxy's address stay
 valid at the server behind it.
@@ -24,8 +24,9 @@ _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encodin
 
 @dataclass
 class Fault:
-    """What to do to matching requests: an S3 error `status`/`code`, a connection `reset`, or a `delay`
-    before forwarding. `times` None means every matching request."""
+    """What to do to matching requests: an S3 error `status`/`code`, a connection `reset`, a `delay`
+    before forwarding, or a `rewrite` (old, new) of the server's response body. `times` None means every
+    matching request."""
 
     method: str | None = None
     path_contains: str | None = None  # matched against the decoded path (bucket/key)
@@ -36,6 +37,7 @@ class Fault:
     protocol: str = "s3"  # the error document's shape: "s3", or "query" (CloudFormation, SQS's XML, IAM...)
     reset: bool = False
     delay: float = 0.0
+    rewrite: tuple[str, str] | None = None
     times: int | None = None
     hits: int = field(default=0, init=False)
 
@@ -51,13 +53,27 @@ class Fault:
         return not (self.query_contains and self.query_contains not in query)
 
 
+@dataclass(frozen=True)
+class RecordedRequest:
+    """A request as the proxy received it (kept only by a proxy started with `record=True`)."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
 class FaultProxy:
-    def __init__(self, upstream: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream: str, host: str = "127.0.0.1", *, record: bool = False) -> None:
         target = urlsplit(upstream)
         self.upstream_host = target.hostname or "127.0.0.1"
         self.upstream_port = target.port or 80
         self.faults: list[Fault] = []
         self.requests = 0
+        # Off by default: the proxied uploads of other tests would all be held in memory.
+        self.record = record
+        self.recorded: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, 0), self._handler_class())
         self._server.daemon_threads = True
@@ -77,9 +93,11 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
 
-    def _fault_for(self, method: str, path: str, query: str, body: bytes) -> Fault | None:
+    def _fault_for(self, method: str, path: str, query: str, body: bytes, headers: dict[str, str]) -> Fault | None:
         with self._lock:
             self.requests += 1
+            if self.record:
+                self.recorded.append(RecordedRequest(method, path, query, headers, body))
             for fault in self.faults:
                 if fault.matches(method, path, query, body):
                     fault.hits += 1
@@ -113,14 +131,20 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 split = urlsplit(self.path)
-                fault = proxy._fault_for(self.command, unquote(split.path), split.query, body)
+                fault = proxy._fault_for(
+                    self.command,
+                    unquote(split.path),
+                    split.query,
+                    body,
+                    {k.lower(): v for k, v in self.headers.items()},
+                )
                 if fault and fault.reset:
                     # RST instead of FIN: the client sees "connection reset by peer".
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()
                     self.close_connection = True
                     return
-                if fault and not fault.delay:
+                if fault and not fault.delay and fault.rewrite is None:
                     self._error(fault)
                     return
                 if fault:
@@ -133,6 +157,9 @@ class FaultProxy:
                     payload = response.read()
                 finally:
                     upstream.close()
+                if fault and fault.rewrite is not None:
+                    old, new = fault.rewrite
+                    payload = payload.replace(old.encode(), new.encode())
                 self.send_response(response.status, response.reason)
                 for name, value in response.getheaders():
                     if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":

@@ -91,6 +91,44 @@ def next_link(header: str | None) -> str | None:
     return None
 
 
+def _origin(scheme: str, netloc: str) -> tuple[str, int | None]:
+    """(host, port) of an authority, the port defaulted by the scheme."""
+    parts = urllib.parse.urlsplit(f"//{netloc}")
+    try:
+        port = parts.port
+    except ValueError:
+        return "", None
+    return (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def may_send_credentials(realm: str, registry_host: str, *, insecure: bool) -> bool:
+    """Whether a token realm may receive the registry's Basic credentials: any HTTPS token service (Docker
+    Hub's is another host), plain HTTP only to the registry's own host and port, and only when the user
+    allowed plain HTTP for that registry. A registry must not be able to send the password anywhere."""
+    parts = urllib.parse.urlsplit(realm)
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http" or not insecure:
+        return False
+    return _origin("http", parts.netloc) == _origin("http", registry_host)
+
+
+class _NoCredentialsOnRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows a token service's redirects without any Authorization header (urllib copies the request's
+    headers to the redirected request, whatever its host)."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        redirected = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if redirected is not None:
+            for name in [name for name in redirected.headers if name.lower() == "authorization"]:
+                del redirected.headers[name]
+            for name in [name for name in redirected.unredirected_hdrs if name.lower() == "authorization"]:
+                del redirected.unredirected_hdrs[name]
+        return redirected
+
+
 class RegistryClient:
     """The /v2/ API of one registry, for one identity."""
 
@@ -346,10 +384,20 @@ class RegistryClient:
         request = urllib.request.Request(url, headers={"User-Agent": "dth-image"})
         login = self._login()
         if login is not None:
-            request.add_header("Authorization", login.basic())
-        context = self._ssl_context() if url.startswith("https://") else None
+            if not may_send_credentials(realm, self._connect_host, insecure=self._insecure):
+                where = urllib.parse.urlsplit(realm)
+                raise RegistryAuthError(
+                    f"{self.name} names the token service {where.scheme}://{where.netloc}: credentials are not sent "
+                    "to a token service over plain HTTP unless it is the registry's own host (with insecure allowed)",
+                    status=401,
+                )
+            # Not sent on to wherever the token service redirects (the handler below drops it too).
+            request.add_unredirected_header("Authorization", login.basic())
+        handlers: list[urllib.request.BaseHandler] = [_NoCredentialsOnRedirect()]
+        if url.startswith("https://"):
+            handlers.append(urllib.request.HTTPSHandler(context=self._ssl_context()))
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout, context=context) as reply:
+            with urllib.request.build_opener(*handlers).open(request, timeout=self._timeout) as reply:
                 data = _json(reply.read())
         except urllib.error.HTTPError as error:
             if error.code in (401, 403):

@@ -8,9 +8,12 @@ passes it, and log JSON lines:
   `DTH_SPEC_*` variable per field, as the CloudFormation plugin passes it (`dth.spec.environment`).
 - `DTH_QUEUE_URL`, `DTH_DLQ_URL`, `DTH_TABLE_NAME`, `AWS_REGION`, optional `AWS_ENDPOINT_URL`: the
   SQS queues and DynamoDB table (without `DTH_QUEUE_URL`, the SQLite file at `DTH_STATE_PATH`).
-- Operational settings with defaults: `DTH_VISIBILITY_TIMEOUT` (seconds a received message stays
-  hidden, kept hidden by heartbeats while its copy runs; 300), `DTH_SCAN_LOCK_SECONDS` (how long a
-  scan lock outlives a finder that stopped renewing it; 300), `DTH_RETRY_BASE_DELAY` (0.5).
+- Operational settings with defaults, read however the spec is given: `DTH_VISIBILITY_TIMEOUT`
+  (seconds a received message stays hidden, kept hidden by heartbeats while its copy runs; 300; the
+  template passes its queue's visibility timeout), `DTH_SCAN_LOCK_SECONDS` (how long a scan lock
+  outlives a finder that stopped renewing it; 300), `DTH_RETRY_BASE_DELAY` (0.5).
+- History (`dth.state.backends`): `DTH_KEEP_RUNS` (SQLite: runs kept per task, 20), `DTH_HISTORY_DAYS`
+  (DynamoDB: days before items expire, 90).
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import ClassVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dth.errors import DthError, SpecError
 from dth.s3.copier import ObjectCopier
@@ -39,15 +43,16 @@ from dth.spec.load import describe_validation_error
 from dth.spec.model import EventsMode, S3TaskSpec
 from dth.state.backends import StateConfig, open_state
 from dth.state.queue import WorkQueue
+from dth.state.scanlock import ScanLock
 from dth.state.store import StatusStore
 
 log = logging.getLogger(__name__)
 
 
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
+def _seconds(environ: Mapping[str, str], name: str) -> float | None:
+    raw = environ.get(name, "").strip()
     if not raw:
-        return default
+        return None
     try:
         value = float(raw)
     except ValueError:
@@ -57,40 +62,48 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
-@dataclass(frozen=True)
-class EngineEnvironment:
-    task_name: str
+class EngineEnvironment(BaseModel):
+    """Everything `dth s3 finder` and `dth s3 worker` are configured with."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: The operational settings: {environment variable: field}.
+    SETTINGS: ClassVar[dict[str, str]] = {
+        "DTH_VISIBILITY_TIMEOUT": "visibility_timeout",
+        "DTH_SCAN_LOCK_SECONDS": "scan_lock_seconds",
+        "DTH_RETRY_BASE_DELAY": "retry_base_delay",
+    }
+
+    task_name: str = Field(min_length=1)
     spec: S3TaskSpec
     state: StateConfig
-    visibility_timeout: float = 300.0
-    scan_lock_seconds: float = 300.0
-    retry_base_delay: float = 0.5
+    visibility_timeout: float = Field(300.0, gt=0, description="seconds a received message stays hidden")
+    scan_lock_seconds: float = Field(300.0, gt=0, description="how long a scan lock outlives its finder")
+    retry_base_delay: float = Field(0.5, gt=0, description="the first retry's delay, doubled on each retry")
 
     @classmethod
-    def from_environment(cls) -> EngineEnvironment:
-        task_name = os.environ.get("DTH_TASK_NAME", "").strip()
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> EngineEnvironment:
+        env = os.environ if environ is None else environ
+        task_name = env.get("DTH_TASK_NAME", "").strip()
         if not task_name:
             raise SpecError("DTH_TASK_NAME is not set")
-        raw = os.environ.get("DTH_TASK_SPEC")
-        if not raw:
-            # The CloudFormation plugin passes one variable per field instead (dth.spec.environment).
-            if not any(name.startswith(ENV_PREFIX) for name in os.environ):
-                raise SpecError(f"neither DTH_TASK_SPEC (the task spec as JSON) nor {ENV_PREFIX}* variables are set")
-            return cls(task_name, spec_from_environment(os.environ), StateConfig.from_environment())
-        try:
-            spec = S3TaskSpec.model_validate(json.loads(raw))
-        except json.JSONDecodeError as error:
-            raise SpecError(f"DTH_TASK_SPEC is not JSON: {error.msg} at character {error.pos}") from None
-        except ValidationError as error:
-            raise SpecError(f"DTH_TASK_SPEC: {describe_validation_error(error, S3TaskSpec, 'spec')}") from None
-        return cls(
-            task_name,
-            spec,
-            StateConfig.from_environment(),
-            visibility_timeout=_seconds("DTH_VISIBILITY_TIMEOUT", 300.0),
-            scan_lock_seconds=_seconds("DTH_SCAN_LOCK_SECONDS", 300.0),
-            retry_base_delay=_seconds("DTH_RETRY_BASE_DELAY", 0.5),
-        )
+        settings = {field: value for name, field in cls.SETTINGS.items() if (value := _seconds(env, name)) is not None}
+        return cls(task_name=task_name, spec=_spec(env), state=StateConfig.from_environment(env), **settings)
+
+
+def _spec(env: Mapping[str, str]) -> S3TaskSpec:
+    """The spec from DTH_TASK_SPEC (JSON) or, as the CloudFormation plugin passes it, one variable per field."""
+    raw = env.get("DTH_TASK_SPEC")
+    if not raw:
+        if not any(name.startswith(ENV_PREFIX) for name in env):
+            raise SpecError(f"neither DTH_TASK_SPEC (the task spec as JSON) nor {ENV_PREFIX}* variables are set")
+        return spec_from_environment(env)
+    try:
+        return S3TaskSpec.model_validate(json.loads(raw))
+    except json.JSONDecodeError as error:
+        raise SpecError(f"DTH_TASK_SPEC is not JSON: {error.msg} at character {error.pos}") from None
+    except ValidationError as error:
+        raise SpecError(f"DTH_TASK_SPEC: {describe_validation_error(error, S3TaskSpec, 'spec')}") from None
 
 
 def _sides(environment: EngineEnvironment) -> tuple[S3Side, S3Side]:
@@ -105,39 +118,36 @@ def _owner() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+#: The reason recorded on a run whose finder died mid-scan, when the next scan closes it.
+INTERRUPTED_SCAN = "the scan was interrupted: its finder stopped before finishing (its scan lock expired)"
+
+
 def run_finder(environment: EngineEnvironment) -> int:
-    """One scan of the task: refuses to start while another scan of the same task holds the lock."""
+    """One scan of the task: refuses to start while another scan of the same task holds the lock, and stops
+    (failing its run) when the lock stops being its own."""
     queue, store = open_state(environment.state)
-    owner = _owner()
-    lock_seconds = environment.scan_lock_seconds
-    if not store.acquire_scan_lock(environment.task_name, owner, lock_seconds):
+    lock = ScanLock(store, environment.task_name, _owner(), environment.scan_lock_seconds)
+    if not lock.acquire():
         log.warning(
             "a scan of this task is already running; not starting another", extra={"task": environment.task_name}
         )
         return 0
-    stop_renewing = threading.Event()
-
-    def renew() -> None:
-        while not stop_renewing.wait(lock_seconds / 3):
-            store.acquire_scan_lock(environment.task_name, owner, lock_seconds)
-
-    renewer = threading.Thread(target=renew, name="scan-lock", daemon=True)
-    renewer.start()
-    run_id = store.start_run(environment.task_name)
-    try:
-        _scan(environment, queue, store, run_id)
-    except Exception as error:
-        # Recorded on the run, so that the operator's status names the problem, not just a stopped task.
-        reason = str(error) if isinstance(error, DthError) else f"{type(error).__name__}: {error}"
-        store.fail_scan(run_id, reason)
-        raise
-    finally:
-        stop_renewing.set()
-        store.release_scan_lock(environment.task_name, owner)
+    with lock.renewing():
+        # The lock is ours, so an unfinished scan of the task is one whose finder died: not "scanning" for ever.
+        for stale in store.close_unfinished_scans(environment.task_name, INTERRUPTED_SCAN):
+            log.warning("closed an interrupted scan", extra={"task": environment.task_name, "run": stale})
+        run_id = store.start_run(environment.task_name)
+        try:
+            _scan(environment, queue, store, run_id, lock)
+        except Exception as error:
+            # Recorded on the run, so that the operator's status names the problem, not just a stopped task.
+            reason = str(error) if isinstance(error, DthError) else f"{type(error).__name__}: {error}"
+            store.fail_scan(run_id, reason)
+            raise
     return 0
 
 
-def _scan(environment: EngineEnvironment, queue: WorkQueue, store: StatusStore, run_id: str) -> None:
+def _scan(environment: EngineEnvironment, queue: WorkQueue, store: StatusStore, run_id: str, lock: ScanLock) -> None:
     source, destination = _sides(environment)
     check_bucket(source)
     check_bucket(destination)
@@ -145,7 +155,7 @@ def _scan(environment: EngineEnvironment, queue: WorkQueue, store: StatusStore, 
     with ThreadPoolExecutor(max_workers=1) as unused_parts:
         inspector = ObjectCopier(source, destination, environment.spec.options, unused_parts)
         finder = Finder(source, destination, environment.spec, queue, store, inspector)
-        report = finder.scan(run_id)
+        report = finder.scan(run_id, guard=lock.check)
     log.info(
         "scan done",
         extra={

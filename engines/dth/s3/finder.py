@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,10 +46,6 @@ class ScanReport:
     to_delete: int = 0
     inspected: int = 0
     changes: list[Change] = field(default_factory=list)  # kept only for dry runs
-
-
-class ScanStopped(DthError):  # noqa: N818 - not an error: the user asked to stop
-    """The user stopped the run before the scan was through."""
 
 
 def read_prefix_list(source: S3Side, location: str) -> list[str]:
@@ -146,11 +141,12 @@ class Finder:
         run_id: str,
         *,
         on_change: Callable[[Change], None] | None = None,
-        stop: threading.Event | None = None,
+        guard: Callable[[], None] | None = None,
     ) -> ScanReport:
-        """Diff source and destination into the queue. `stop` set: the scan ends early with ScanStopped,
-        and the run is not marked scanned."""
+        """Diff the sides and queue the work. `guard` is called before anything is recorded or queued (and
+        before the scan is marked finished): it raises to stop the scan, say when the scan lock is lost."""
         report = ScanReport()
+        check = guard or (lambda: None)
         dry_run = self.options.dry_run or self.queue is None or self.store is None
         planned: list[PlannedObject] = []
         unchanged_batch = [0, 0]
@@ -159,6 +155,7 @@ class Finder:
             if dry_run:
                 return
             assert self.queue is not None and self.store is not None
+            check()
             if planned:
                 # Record before sending: a worker may finish an object before this returns.
                 self.store.plan(run_id, planned)
@@ -179,8 +176,6 @@ class Finder:
             ThreadPoolExecutor(max_workers=self.list_threads, thread_name_prefix="inspect") as pool,
         ):
             for change in self._settled(self._changes(), pool):
-                if stop is not None and stop.is_set():
-                    raise ScanStopped("the scan was stopped")
                 if on_change:
                     on_change(change)
                 if change.kind is ChangeKind.DELETE:
@@ -209,9 +204,10 @@ class Finder:
                     flush()
             flush()
             if not dry_run:
-                self._queue_deletes(run_id, deletes)
+                self._queue_deletes(run_id, deletes, check)
         if not dry_run:
             assert self.store is not None
+            check()
             self.store.finish_scan(run_id)
         log.info(
             "scan finished",
@@ -224,11 +220,12 @@ class Finder:
         )
         return report
 
-    def _queue_deletes(self, run_id: str, spool: TextIO) -> None:
+    def _queue_deletes(self, run_id: str, spool: TextIO, check: Callable[[], None]) -> None:
         assert self.queue is not None and self.store is not None
         spool.seek(0)
         lines = (line.rstrip("\n") for line in spool)
         while batch := list(islice(lines, BATCH)):
+            check()
             items = [WorkItem.from_body(line) for line in batch]
             self.store.plan(run_id, [PlannedObject(i.key, Operation.DELETE, 0, "") for i in items])
             self.queue.send(batch)

@@ -20,7 +20,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from dth.errors import AccessError
+from dth.errors import AccessError, DthError
 from dth.s3.sides import S3Side
 
 DELIMITER = "/"
@@ -58,12 +58,24 @@ def _object_from_listing(entry: dict[str, Any], prefix_length: int) -> ObjectInf
     )
 
 
+class TruncatedListingError(DthError):
+    """A listing page that says more keys follow but gives no way to fetch them."""
+
+
 def _pages(side: S3Side, prefix: str, delimiter: str | None) -> Iterator[dict[str, Any]]:
     paginator = side.client.get_paginator("list_objects_v2")
     arguments: dict[str, Any] = {"Bucket": side.bucket, "Prefix": prefix, **side.request_payer}
     if delimiter:
         arguments["Delimiter"] = delimiter
-    yield from paginator.paginate(**arguments)
+    for page in paginator.paginate(**arguments):
+        # botocore's paginator ends quietly on a page without a token, whatever IsTruncated says: the keys
+        # after it would be taken for absent (not copied, or deleted in mirror mode) and the run for a success.
+        if page.get("IsTruncated") and not page.get("NextContinuationToken"):
+            raise TruncatedListingError(
+                f"{side.role} listing failed: the server returned a truncated listing of "
+                f"s3://{side.bucket}/{prefix} (IsTruncated is true) without a continuation token"
+            )
+        yield page
 
 
 def list_flat(side: S3Side, prefix: str | None = None) -> Iterator[list[ObjectInfo]]:

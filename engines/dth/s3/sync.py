@@ -14,14 +14,14 @@ from pathlib import Path
 from dth.errors import DthError
 from dth.s3.copier import ObjectCopier
 from dth.s3.diff import Change
-from dth.s3.finder import Finder, ScanReport, ScanStopped
+from dth.s3.finder import Finder, ScanReport
 from dth.s3.sides import S3Side, check_bucket, connect
 from dth.s3.work import WorkItem
 from dth.s3.worker import RetryPolicy, Worker
 from dth.spec.model import S3TaskSpec, TransferCounters
 from dth.state.queue import SqliteQueue
 from dth.state.sqlite import SqliteDatabase
-from dth.state.store import ObjectRecord, ObjectResult, ObjectState, SqliteStatusStore
+from dth.state.store import DEFAULT_KEEP_RUNS, ObjectRecord, ObjectResult, ObjectState, SqliteStatusStore
 
 ProgressCallback = Callable[[TransferCounters, bool], None]
 SCAN_STOP_GRACE = 10.0  # seconds an interrupted run waits for its scan to notice
@@ -34,6 +34,10 @@ def default_state_path(task_name: str) -> Path:
     )
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in task_name)[:100] or "task"
     return Path(base) / f"{safe}.sqlite"
+
+
+class ScanStopped(DthError):  # noqa: N818 - not an error: the user asked to stop
+    """The user stopped the run before the scan was through."""
 
 
 @dataclass
@@ -62,6 +66,7 @@ class StandaloneSync:
         *,
         task_name: str,
         state_path: Path | None = None,
+        keep_runs: int = DEFAULT_KEEP_RUNS,
         namespace: str = "default",
         on_progress: ProgressCallback | None = None,
         on_change: Callable[[Change], None] | None = None,
@@ -71,12 +76,18 @@ class StandaloneSync:
         self.options = spec.options
         self.task_name = task_name
         self.state_path = state_path or default_state_path(task_name)
+        self.keep_runs = keep_runs
         self.namespace = namespace
         self.on_progress = on_progress
         self.on_change = on_change
         self.retry = retry or RetryPolicy(max_retries=self.options.max_retries)
         self._stop = threading.Event()
         self._copier: ObjectCopier | None = None
+
+    def _check_stopped(self) -> None:
+        """The scan's guard: called before each batch is recorded or queued."""
+        if self._stop.is_set():
+            raise ScanStopped("the scan was stopped")
 
     def interrupt(self) -> None:
         """Stop soon and cleanly (the first Ctrl-C; safe from a signal handler): no new scan results,
@@ -118,7 +129,7 @@ class StandaloneSync:
         self, source: S3Side, destination: S3Side, copier: ObjectCopier, list_threads: int, started: float
     ) -> SyncResult:
         database = SqliteDatabase(self.state_path)
-        store = SqliteStatusStore(database)
+        store = SqliteStatusStore(database, keep_runs=self.keep_runs)
         run_id = store.start_run(self.task_name)
         # The worker dead-letters after max_retries itself; the queue's own redrive is the backstop
         # for a message whose worker keeps dying.
@@ -132,7 +143,7 @@ class StandaloneSync:
 
         def scan() -> None:
             try:
-                outcome["report"] = finder.scan(run_id, on_change=self.on_change, stop=self._stop)
+                outcome["report"] = finder.scan(run_id, on_change=self.on_change, guard=self._check_stopped)
             except ScanStopped:
                 pass  # the result says the run was interrupted
             except DthError as error:

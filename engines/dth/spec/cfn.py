@@ -485,6 +485,22 @@ def template_path(name: str) -> Path:
     return template_dir() / name
 
 
+#: The largest template CloudFormation takes inline (TemplateBody, as the operator sends it); beyond it, only
+#: from S3 (TemplateURL, up to 1 MB).
+TEMPLATE_BODY_LIMIT = 51_200
+
+
+def template_body_problem(path: Path) -> str | None:
+    """Why the template cannot be sent as a TemplateBody; None when it fits."""
+    size = len(path.read_text(encoding="utf-8").encode())
+    if size <= TEMPLATE_BODY_LIMIT:
+        return None
+    return (
+        f"{path.name} is {size:,} bytes, {size - TEMPLATE_BODY_LIMIT:,} over CloudFormation's "
+        f"{TEMPLATE_BODY_LIMIT:,}-byte TemplateBody limit: shorten it, or upload it to S3 and pass TemplateURL"
+    )
+
+
 class _CfnLoader(yaml.SafeLoader):
     """Reads CloudFormation's short-form tags (!Ref, !Sub, ...) as their long forms."""
 

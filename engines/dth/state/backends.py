@@ -2,7 +2,8 @@
 
 `StateConfig.from_environment()` reads what an ECS task definition passes (`DTH_QUEUE_URL`, `DTH_DLQ_URL`,
 `DTH_TABLE_NAME`, `AWS_REGION`, optional `AWS_ENDPOINT_URL`); without `DTH_QUEUE_URL` it is the SQLite
-file at `DTH_STATE_PATH`. `open_state(config)` connects to them.
+file at `DTH_STATE_PATH`. History: `DTH_KEEP_RUNS` (runs per task the SQLite store keeps, 20) and
+`DTH_HISTORY_DAYS` (days DynamoDB keeps the store's items, 90). `open_state(config)` connects to them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from dth.errors import SpecError
 from dth.state.queue import SqliteQueue, WorkQueue
 from dth.state.sqlite import SqliteDatabase
-from dth.state.store import SqliteStatusStore, StatusStore
+from dth.state.store import DEFAULT_KEEP_RUNS, SqliteStatusStore, StatusStore
+
+#: Days DynamoDB keeps the store's items (dth.state.dynamodb.DEFAULT_HISTORY_DAYS; that module imports boto3).
+DEFAULT_HISTORY_DAYS = 90.0
 
 #: Connections per client: one per worker thread and part copier is plenty.
 POOL_CONNECTIONS = 64
@@ -42,12 +46,14 @@ class StateConfig(BaseModel):
     # sqlite
     path: Path | None = Field(None, description="the SQLite file (kind sqlite)")
     max_receive_count: int = Field(6, ge=1, description="receives before the SQLite queue dead-letters a message")
+    keep_runs: int = Field(DEFAULT_KEEP_RUNS, ge=1, description="runs of a task the SQLite store keeps")
     # aws
     queue_url: str | None = None
     dead_letter_queue_url: str | None = None
     table_name: str | None = None
     region: str | None = None
     endpoint_url: str | None = Field(None, description="another endpoint for SQS and DynamoDB (tests, VPC endpoints)")
+    history_days: float = Field(DEFAULT_HISTORY_DAYS, gt=0, description="days DynamoDB keeps the store's items")
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
@@ -72,10 +78,14 @@ class StateConfig(BaseModel):
             return (env.get(name) or "").strip() or None
 
         queue_url = get("DTH_QUEUE_URL")
+        history: dict[str, Any] = {}
+        for name, field in (("DTH_KEEP_RUNS", "keep_runs"), ("DTH_HISTORY_DAYS", "history_days")):
+            if (value := get(name)) is not None:
+                history[field] = value
         try:
             if queue_url is None:
                 path = get("DTH_STATE_PATH")
-                return cls(kind="sqlite", path=Path(path) if path else default_state_path(env))
+                return cls(kind="sqlite", path=Path(path) if path else default_state_path(env), **history)
             missing = [name for name in ("DTH_DLQ_URL", "DTH_TABLE_NAME") if get(name) is None]
             region = get("AWS_REGION") or get("AWS_DEFAULT_REGION")
             if region is None:
@@ -89,9 +99,12 @@ class StateConfig(BaseModel):
                 table_name=get("DTH_TABLE_NAME"),
                 region=region,
                 endpoint_url=get("AWS_ENDPOINT_URL"),
+                **history,
             )
         except ValidationError as error:
-            raise SpecError(f"state configuration: {error.errors()[0]['msg']}") from None
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise SpecError(f"state configuration: {where + ': ' if where else ''}{first['msg']}") from None
 
 
 def open_state(
@@ -105,7 +118,7 @@ def open_state(
         assert config.path is not None  # checked by the model
         database = SqliteDatabase(config.path)
         queue = SqliteQueue(database, name=run_queue_name or "work", max_receive_count=config.max_receive_count)
-        return queue, SqliteStatusStore(database)
+        return queue, SqliteStatusStore(database, keep_runs=config.keep_runs)
 
     import boto3
     from botocore.config import Config
@@ -126,5 +139,5 @@ def open_state(
     dynamodb = session.client("dynamodb", endpoint_url=config.endpoint_url, config=client_config)
     return (
         SqsQueue(sqs, config.queue_url, config.dead_letter_queue_url, close_client=True),
-        DynamoStatusStore(dynamodb, config.table_name, close_client=True),
+        DynamoStatusStore(dynamodb, config.table_name, close_client=True, history_days=config.history_days),
     )

@@ -30,6 +30,12 @@ all. A redelivered message, a replayed request or a worker racing another cannot
 transaction gets a fresh ClientRequestToken, so botocore's retries of it are idempotent too.
 `counters` is one strongly consistent GetItem.
 
+History: items carry `expires_at` (epoch seconds, `history_days` after it was written), the table's
+TimeToLiveSpecification attribute, so DynamoDB deletes runs, records, uploads, event sequencers and stale locks
+by itself once they are that old, without costing a write. A task's latest run (its run item and its entry in
+the task's runs) gets its expiry only when a newer run starts: a task that ran once keeps its outcome, which
+the operator shows, however long ago that was.
+
 All reads that decide something are strongly consistent. Every write to a run's counters goes to its
 one item: DynamoDB takes about 1,000 writes a second on one item, and transactions touching it at the
 same moment conflict (TransactionConflict); conflicts are retried with backoff.
@@ -68,6 +74,10 @@ BATCH_RECORDS = 25
 CONFLICT_ATTEMPTS = 10
 #: Reasons and errors are kept to this many characters (an item holds at most 400 KB).
 MAX_TEXT = 16_384
+#: The table's time-to-live attribute: DynamoDB deletes an item once this time (epoch seconds) has passed.
+EXPIRY_ATTRIBUTE = "expires_at"
+#: Days the store's items live by default.
+DEFAULT_HISTORY_DAYS = 90.0
 
 _COUNTER_NAMES = ("found", "copied", "skipped", "deleted", "failed", "bytes_found", "bytes_copied", "bytes_skipped")
 
@@ -174,13 +184,28 @@ class DynamoStatusStore(StatusStore):
     boto3 clients are thread-safe: one store serves every worker thread.
     """
 
-    def __init__(self, client: Any, table_name: str, *, retry_delay: float = 0.05, close_client: bool = False) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        *,
+        retry_delay: float = 0.05,
+        close_client: bool = False,
+        history_days: float = DEFAULT_HISTORY_DAYS,
+    ) -> None:
+        if history_days <= 0:
+            raise ValueError(f"history_days must be positive, got {history_days}")
         self._client = client
         self.table_name = table_name
+        self._history_seconds = history_days * 86400
         self._retry_delay = retry_delay
         self._close_client = close_client
 
     # --- plumbing ---------------------------------------------------------------------------
+
+    def _expiry(self) -> dict[str, str]:
+        """The time-to-live value for an item written now."""
+        return _n(int(time.time() + self._history_seconds))
 
     def _sleep(self, attempt: int) -> None:
         time.sleep(min(2.0, self._retry_delay * 2**attempt) * random.uniform(0.5, 1.0))
@@ -328,7 +353,30 @@ class DynamoStatusStore(StatusStore):
                 },
             ]
         )
+        self._expire_earlier_runs(task, run_id)
         return run_id
+
+    def _expire_earlier_runs(self, task: str, latest: str) -> None:
+        """Stamp the expiry on the task's runs that have none but are no longer its latest (usually just the one
+        before; after a crash between a run's start and this, a few)."""
+        expiry = self._expiry()
+        for entry in self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :runs)",
+            FilterExpression="attribute_not_exists(#expires)",
+            ExpressionAttributeNames={"#expires": EXPIRY_ATTRIBUTE},
+            ExpressionAttributeValues={":pk": _s(f"TASK#{task}"), ":runs": _s("RUN#")},
+        ):
+            run_id = _str(entry, "run_id")
+            if run_id == latest:
+                continue
+            for key in (_run_key(run_id), {"pk": entry["pk"], "sk": entry["sk"]}):
+                self._update(
+                    key,
+                    "SET #expires = :expires",
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeNames={"#expires": EXPIRY_ATTRIBUTE},
+                    ExpressionAttributeValues={":expires": expiry},
+                )
 
     def plan(self, run_id: str, objects: Sequence[PlannedObject]) -> None:
         # One action per item in a transaction: a key planned twice in one call is planned once (the first).
@@ -337,6 +385,7 @@ class DynamoStatusStore(StatusStore):
             first.setdefault((item.key, item.operation), item)
         unique = list(first.values())
         now = time.time()
+        expiry = self._expiry()
 
         def put(item: PlannedObject) -> dict[str, Any]:
             state = ObjectState.SKIPPED if item.skip_reason else ObjectState.QUEUED
@@ -354,6 +403,7 @@ class DynamoStatusStore(StatusStore):
                         "reason": _text(item.skip_reason or ""),
                         "last_error": _s(""),
                         "updated": _n(now),
+                        EXPIRY_ATTRIBUTE: expiry,
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
@@ -463,6 +513,28 @@ class DynamoStatusStore(StatusStore):
             return None
         return str(item["scan_error"].get("S", "")) or None
 
+    def close_unfinished_scans(self, task: str, reason: str) -> list[str]:
+        # Newest first, down to the first finished scan: every finder closes the unfinished ones before it
+        # starts its own run, so none is older than a finished one.
+        closed: list[str] = []
+        for entry in self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :runs)",
+            ExpressionAttributeValues={":pk": _s(f"TASK#{task}"), ":runs": _s("RUN#")},
+            ProjectionExpression="run_id",
+            ScanIndexForward=False,
+        ):
+            run_id = _str(entry, "run_id")
+            ended = self._update(
+                _run_key(run_id),
+                "SET scan_finished = :now, scan_error = :reason",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(scan_finished)",
+                ExpressionAttributeValues={":now": _n(time.time()), ":reason": _text(reason)},
+            )
+            if ended is None:
+                break
+            closed.append(run_id)
+        return closed[::-1]
+
     def counters(self, run_id: str) -> TransferCounters:
         item = self._get(_run_key(run_id))
         if item is None:
@@ -524,6 +596,7 @@ class DynamoStatusStore(StatusStore):
                         "sk": _s("LOCK"),
                         "owner": _s(owner),
                         "expires": _n(now + ttl_seconds),
+                        EXPIRY_ATTRIBUTE: self._expiry(),  # a lock its finder never released goes too
                     },
                     ConditionExpression="attribute_not_exists(pk) OR #owner = :owner OR #expires <= :now",
                     ExpressionAttributeNames={"#owner": "owner", "#expires": "expires"},
@@ -555,8 +628,14 @@ class DynamoStatusStore(StatusStore):
         response = self._update(
             _upload_key(run_id, key),
             "SET upload_id = if_not_exists(upload_id, :upload), total_parts = if_not_exists(total_parts, :total), "
-            "parts_done = if_not_exists(parts_done, :zero)",
-            ExpressionAttributeValues={":upload": _s(upload_id), ":total": _n(total_parts), ":zero": _n(0)},
+            "parts_done = if_not_exists(parts_done, :zero), #expires = if_not_exists(#expires, :expires)",
+            ExpressionAttributeNames={"#expires": EXPIRY_ATTRIBUTE},
+            ExpressionAttributeValues={
+                ":upload": _s(upload_id),
+                ":total": _n(total_parts),
+                ":zero": _n(0),
+                ":expires": self._expiry(),
+            },
             ReturnValues="ALL_NEW",
         )
         if response is None:  # it has no condition
@@ -575,6 +654,7 @@ class DynamoStatusStore(StatusStore):
                         "sk": _s(f"{part_number:05d}"),
                         "part_number": _n(part_number),
                         "etag": _s(etag),
+                        EXPIRY_ATTRIBUTE: self._expiry(),
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
@@ -631,10 +711,15 @@ class DynamoStatusStore(StatusStore):
         return (
             self._update(
                 {"pk": _s(f"EVENT#{task}"), "sk": _s(key)},
-                "SET sequencer = :sequencer, seq_order = :order",
+                "SET sequencer = :sequencer, seq_order = :order, #expires = :expires",
                 # Not older than any seen: the same sequencer again is a redelivery of the same event.
                 ConditionExpression="attribute_not_exists(pk) OR seq_order <= :order",
-                ExpressionAttributeValues={":sequencer": _s(sequencer), ":order": _s(sequencer_key(sequencer))},
+                ExpressionAttributeNames={"#expires": EXPIRY_ATTRIBUTE},
+                ExpressionAttributeValues={
+                    ":sequencer": _s(sequencer),
+                    ":order": _s(sequencer_key(sequencer)),
+                    ":expires": self._expiry(),
+                },
             )
             is not None
         )
@@ -657,3 +742,6 @@ def create_table(client: Any, name: str) -> None:
         BillingMode="PAY_PER_REQUEST",
     )
     client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    client.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": EXPIRY_ATTRIBUTE}
+    )

@@ -6,6 +6,8 @@ delivered twice (a worker died, a visibility timeout ran out) is never counted t
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -16,6 +18,8 @@ from pathlib import Path
 
 from dth.spec.model import TransferCounters
 from dth.state.sqlite import SqliteDatabase
+
+log = logging.getLogger(__name__)
 
 
 class Operation(StrEnum):
@@ -102,6 +106,12 @@ class StatusStore(ABC):
     @abstractmethod
     def scan_error(self, run_id: str) -> str | None:
         """Why the run's scan failed; None when it did not."""
+
+    @abstractmethod
+    def close_unfinished_scans(self, task: str, reason: str) -> list[str]:
+        """End the task's scans that never finished (their finder died: a new finder holds the scan lock, so
+        none of them is still running) as failed with `reason`, so that no run stays "scanning" for ever.
+        Returns their run ids, oldest first."""
 
     @abstractmethod
     def counters(self, run_id: str) -> TransferCounters: ...
@@ -207,10 +217,18 @@ _STATE_COUNTERS: dict[ObjectState, tuple[str, str | None]] = {
 }
 
 
-class SqliteStatusStore(StatusStore):
-    """The embedded default, in a local SQLite file."""
+#: Runs of a task the SQLite store keeps by default (the newest; older ones are deleted as a run starts).
+DEFAULT_KEEP_RUNS = 20
 
-    def __init__(self, path: Path | str | SqliteDatabase) -> None:
+
+class SqliteStatusStore(StatusStore):
+    """The embedded default, in a local SQLite file. Starting a run deletes the task's runs beyond the newest
+    `keep_runs` (None: keep every run), with their records, uploads and run-named queues."""
+
+    def __init__(self, path: Path | str | SqliteDatabase, *, keep_runs: int | None = DEFAULT_KEEP_RUNS) -> None:
+        if keep_runs is not None and keep_runs < 1:
+            raise ValueError(f"keep_runs must be at least 1, got {keep_runs}")
+        self._keep_runs = keep_runs
         # A database shared with the queue: one connection, so the two never wait on each other's file lock.
         self._db = path if isinstance(path, SqliteDatabase) else SqliteDatabase(path)
         self._db.executescript(_SCHEMA)
@@ -223,7 +241,31 @@ class SqliteStatusStore(StatusStore):
         run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         with self._db.transaction() as db:
             db.execute("INSERT INTO runs (run_id, task, started) VALUES (?, ?, ?)", (run_id, task, time.time()))
+            if self._keep_runs is not None:
+                self._prune(db, task, self._keep_runs)
         return run_id
+
+    @staticmethod
+    def _prune(db: sqlite3.Connection, task: str, keep: int) -> None:
+        old = [
+            str(row[0])
+            for row in db.execute(
+                "SELECT run_id FROM runs WHERE task = ? ORDER BY started DESC, run_id DESC LIMIT -1 OFFSET ?",
+                (task, keep),
+            )
+        ]
+        if not old:
+            return
+        marks = ",".join("?" * len(old))
+        for table in ("objects", "uploads", "upload_parts", "runs"):
+            db.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", old)
+        # A standalone sync names its queue after its run, in this same file (dth.s3.sync): its leftovers
+        # (dead letters) go with the run. The queue's tables exist only once a queue was opened here.
+        tables = {str(row[0]) for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table in ("queue_messages", "queue_dead_letters"):
+            if table in tables:
+                db.execute(f"DELETE FROM {table} WHERE queue IN ({marks})", old)
+        log.info("old runs deleted", extra={"task": task, "runs": len(old), "kept": keep})
 
     def plan(self, run_id: str, objects: Sequence[PlannedObject]) -> None:
         now = time.time()
@@ -324,6 +366,17 @@ class SqliteStatusStore(StatusStore):
         with self._db.reading() as db:
             row = db.execute("SELECT scan_error FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return str(row[0]) if row and row[0] is not None else None
+
+    def close_unfinished_scans(self, task: str, reason: str) -> list[str]:
+        with self._db.transaction() as db:
+            rows = db.execute(
+                "SELECT run_id FROM runs WHERE task = ? AND scan_finished IS NULL ORDER BY started, run_id", (task,)
+            ).fetchall()
+            db.execute(
+                "UPDATE runs SET scan_finished = ?, scan_error = ? WHERE task = ? AND scan_finished IS NULL",
+                (time.time(), reason, task),
+            )
+        return [str(row[0]) for row in rows]
 
     def counters(self, run_id: str) -> TransferCounters:
         with self._db.reading() as db:
