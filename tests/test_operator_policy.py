@@ -8,6 +8,7 @@ API server refuses it at `kubectl apply`. moto server plays AWS for what is allo
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
@@ -22,8 +23,10 @@ import yaml
 from dth.devtools.kubernetes import LocalKubernetes
 from dth.devtools.moto import MotoServer
 from dth.devtools.operator_env import operator_environment
+from dth.devtools.ports import free_port
 from dth.devtools.stacks import LocalStacks
 from dth.devtools.waiting import wait_for
+from dth_operator.admission import NAMESPACE_NAME_LABEL, WEBHOOK_PATH, webhook_configuration
 
 SECRETS = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
 
@@ -202,3 +205,68 @@ def test_reconcile_refuses_what_the_policy_gives_only_to_another_namespace(
         lambda: [m for r, m in a.events("b-bucket") if r == "PolicyDenied"], timeout=30, what="a PolicyDenied Event"
     )
     assert "sourceBuckets of rule tenant-a" in refused[0]
+
+
+def serving_certificate(folder: Path) -> bytes:
+    """A CA and a certificate for 127.0.0.1 signed by it (tls.crt, tls.key in `folder`); the CA's PEM."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n", encoding="utf-8")
+    for step in (
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=dth-test-webhook-ca",
+        "req -newkey rsa:2048 -nodes -keyout tls.key -out tls.csr -subj /CN=127.0.0.1",
+        "x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.crt -days 2 -extfile san.ext",
+    ):
+        subprocess.run(["openssl", *step.split()], cwd=folder, check=True, capture_output=True, timeout=60)
+    return (folder / "ca.crt").read_bytes()
+
+
+@pytest.fixture
+def webhook(
+    kubernetes: LocalKubernetes, tenants: tuple[Namespace, Namespace], unique_name: str, tmp_path: Path
+) -> Iterator[dict[str, str]]:
+    """The operator's webhook settings, and the API server's configuration that sends the tenants' tasks there
+    (only for these namespaces: other tests share the API server)."""
+    ca = serving_certificate(tmp_path / "webhook")
+    port = free_port()
+    for namespace in tenants:  # what Kubernetes 1.21+ does by itself
+        kubernetes.kubectl("label", "namespace", namespace.name, f"{NAMESPACE_NAME_LABEL}={namespace.name}")
+    client = {"url": f"https://127.0.0.1:{port}{WEBHOOK_PATH}", "caBundle": base64.b64encode(ca).decode()}
+    configuration = webhook_configuration(f"dth-{unique_name}", client, [n.name for n in tenants])
+    kubernetes.kubectl("apply", "-f", "-", input=yaml.safe_dump(configuration))
+    yield {"DTH_WEBHOOK_PORT": str(port), "DTH_WEBHOOK_CERT_DIR": str(tmp_path / "webhook")}
+    kubernetes.kubectl("delete", "validatingwebhookconfiguration", f"dth-{unique_name}", check=False)
+
+
+def test_the_webhook_refuses_at_apply_what_the_policy_gives_only_to_another_namespace(
+    tenants: tuple[Namespace, Namespace], start_operator: Callable[..., Any], webhook: dict[str, str]
+) -> None:
+    a, b = tenants
+    start_operator(webhook)
+    trespasses = the_trespasses(a, b)
+    first, rule = trespasses["b-bucket"]
+    # Until the operator serves, the API server cannot ask it and refuses every task (failurePolicy Fail).
+    refusal = wait_for(
+        lambda: (lambda done: done.stderr if "tenant policy" in done.stderr else None)(a.apply(first, check=False)),
+        timeout=60,
+        what="the webhook to answer",
+    )
+    assert "denied the request" in refusal and rule in refusal
+    for task, (manifest, rule) in trespasses.items():
+        done = a.apply(manifest, check=False)
+        assert done.returncode != 0 and rule in done.stderr, (task, done.stderr)
+        assert a.kubectl("get", "transfertask", task, check=False).returncode != 0, f"{task} was stored"
+    # The same references in B, whose they are: stored.
+    b.apply(s3_task("own-bucket", f"{b.name}-data", f"{b.name}-copy", secretsManagerArn=f"{SECRETS}team-b/k-AbC1"))
+    b.apply(image_task("own-parameter", f"/{b.name}/images"))
+    # A spec that does not parse is refused too, naming the problem.
+    same = a.apply(s3_task("loop", f"{a.name}-x", f"{a.name}-x"), check=False)
+    assert same.returncode != 0 and "source and destination overlap" in same.stderr
+    # An update into B's bucket is refused; one that leaves the spec alone is not, and deletion works.
+    allowed = s3_task("allowed", f"{a.name}-data", f"{a.name}-copy")
+    a.apply(allowed)
+    allowed["spec"]["destination"]["bucket"] = f"{b.name}-copy"
+    moved = a.apply(allowed, check=False)
+    assert moved.returncode != 0 and "destinationBuckets of rule tenant-a" in moved.stderr
+    a.kubectl("annotate", "transfertask", "allowed", "team=a")
+    wait_for(lambda: a.status("allowed").get("stackName"), what="the allowed task deployed")
+    a.kubectl("delete", "transfertask", "allowed", "--timeout=60s")

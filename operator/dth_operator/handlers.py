@@ -22,7 +22,7 @@ from dth.spec.cfn import image_stack_parameters, s3_stack_parameters
 from dth.spec.image import ImageTaskSpec
 from dth.spec.load import parse_task_spec
 from dth.spec.model import API_GROUP, API_VERSION, PLURAL, Phase, S3TaskSpec
-from dth_operator import metrics
+from dth_operator import kube, metrics
 from dth_operator.aws import Clients, count, error_code, error_message, is_retryable, temporary
 from dth_operator.policy import PolicyViolationError, configured_policy
 from dth_operator.progress import condition, merge_conditions, phase_of, read_progress
@@ -61,8 +61,16 @@ def write_status(namespace: str, name: str, status: dict[str, Any]) -> None:
 
     try:
         kubernetes_client().patch_namespaced_custom_object_status(
-            API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": {k: v for k, v in status.items() if v != ""}}
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": {k: v for k, v in status.items() if v != ""}},
+            _request_timeout=kube.REQUEST_TIMEOUT,
         )
+    except kube.UNANSWERED as error:
+        raise kube.unanswered("a status write", error) from None
     except kubernetes.client.ApiException as error:
         if error.status != 404:  # a task deleted meanwhile has no status to write
             raise kopf.TemporaryError(
