@@ -492,3 +492,43 @@ def test_queue_settings_follow_retries_and_chunk_size() -> None:
     assert queue_visibility_timeout(5 * GiB) == 15360
     assert set(DERIVED_PARAMETERS) == {"ScheduleExpression", "QueueMaxReceiveCount", "QueueVisibilityTimeout"}
     assert "TaskName" in S3_PLUGIN_PARAMETERS
+
+
+# --- permissions boundary -----------------------------------------------------------------------------
+
+BOUNDARY = "arn:aws:iam::123456789012:policy/dth-task-boundary"
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda path: path.name)
+def test_every_role_gets_the_permissions_boundary_when_one_is_set(path: Path) -> None:
+    template = load_template(path)
+    roles = {k: r for k, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+    assert roles
+    for logical_id, role in roles.items():
+        assert role["Properties"]["PermissionsBoundary"] == {
+            "Fn::If": ["HasBoundary", {"Ref": "PermissionsBoundaryArn"}, {"Ref": "AWS::NoValue"}]
+        }, logical_id
+    assert template["Conditions"]["HasBoundary"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "PermissionsBoundaryArn"}, ""]}]
+    }
+    assert template["Parameters"]["PermissionsBoundaryArn"]["Default"] == ""
+
+
+def test_the_boundary_setting_reaches_both_stacks() -> None:
+    bounded = PluginSettings(image="i", subnets=["s"], security_groups=["g"], permissions_boundary=BOUNDARY)
+    image = ImageTaskSpec.model_validate(
+        {
+            "type": "Image",
+            "source": {"type": "Registry", "registry": "quay.io", "images": {"all": True}},
+            "destination": {"type": "Registry", "registry": "r.example"},
+        }
+    )
+    for parameters in (s3_stack_parameters("t", s3_spec(), bounded), image_stack_parameters("t", image, bounded)):
+        assert parameter_keys(parameters)["PermissionsBoundaryArn"] == BOUNDARY
+    assert parameter_keys(s3_stack_parameters("t", s3_spec(), SETTINGS))["PermissionsBoundaryArn"] == ""
+    with pytest.raises(SpecError, match="permissions boundary"):
+        s3_stack_parameters(
+            "t",
+            s3_spec(),
+            PluginSettings(image="i", subnets=["s"], security_groups=["g"], permissions_boundary="dth-boundary"),
+        )

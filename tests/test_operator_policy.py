@@ -270,3 +270,43 @@ def test_the_webhook_refuses_at_apply_what_the_policy_gives_only_to_another_name
     a.kubectl("annotate", "transfertask", "allowed", "team=a")
     wait_for(lambda: a.status("allowed").get("stackName"), what="the allowed task deployed")
     a.kubectl("delete", "transfertask", "allowed", "--timeout=60s")
+
+
+def test_changing_a_referenced_secret_reaches_secrets_manager(
+    tenants: tuple[Namespace, Namespace], start_operator: Callable[..., Any], moto_server: MotoServer
+) -> None:
+    a, _ = tenants
+
+    def keys(secret_key: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "source-keys"},
+            "stringData": {"access_key_id": "AKIDEXAMPLE", "secret_access_key": secret_key},
+        }
+
+    a.apply(keys("first-secret-value"))
+    a.apply(s3_task("rotated", f"{a.name}-data", f"{a.name}-copy", secretName="source-keys"))
+    a.apply(s3_task("also", f"{a.name}-more", f"{a.name}-copy", secretName="source-keys"))
+    start_operator()
+    secretsmanager = LocalStacks(moto_server.endpoint_url).client("secretsmanager")
+
+    def copied(task: str) -> str | None:
+        try:
+            value = secretsmanager.get_secret_value(SecretId=f"dth/{a.name}/{task}/source-keys")["SecretString"]
+        except secretsmanager.exceptions.ResourceNotFoundException:
+            return None
+        return str(json.loads(value)["secret_access_key"])
+
+    for task in ("rotated", "also"):
+        wait_for(lambda task=task: a.status(task).get("stackName"), what=f"{task} deployed")  # type: ignore[misc]
+        assert copied(task) == "first-secret-value"
+    a.apply(keys("rotated-secret-value"))
+    for task in ("rotated", "also"):
+        wait_for(
+            lambda task=task: copied(task) == "rotated-secret-value",  # type: ignore[misc]
+            what=f"the new value in {task}'s Secrets Manager copy",
+        )
+    assert "rotated-secret-value" not in json.dumps(a.status("rotated"))
+    rotated = wait_for(lambda: [m for r, m in a.events("rotated") if r == "SecretRotated"], what="an Event")
+    assert "source-keys" in rotated[0] and "rotated-secret-value" not in rotated[0]

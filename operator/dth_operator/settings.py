@@ -82,4 +82,5 @@ class OperatorSettings(BaseModel):
             finder=TaskSize(1024, 2048),
             worker=TaskSize(2048, 4096),
             alarm_email=self.alarm_email,
+            permissions_boundary=self.permissions_boundary,
         )
