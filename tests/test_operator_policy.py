@@ -182,7 +182,8 @@ def test_reconcile_refuses_what_the_policy_gives_only_to_another_namespace(
     tenants: tuple[Namespace, Namespace], start_operator: Callable[..., Any], moto_server: MotoServer
 ) -> None:
     a, b = tenants
-    start_operator()
+    boundary = "arn:aws:iam::123456789012:policy/dth-task-boundary"
+    start_operator({"DTH_PERMISSIONS_BOUNDARY": boundary})
     trespasses = the_trespasses(a, b)
     for manifest, _ in trespasses.values():
         a.apply(manifest)
@@ -201,6 +202,13 @@ def test_reconcile_refuses_what_the_policy_gives_only_to_another_namespace(
         assert b.status(task).get("phase") != "Invalid"
     stacks = LocalStacks(moto_server.endpoint_url).cloudformation.describe_stacks()["Stacks"]
     assert not [s for s in stacks if s["StackName"].startswith(f"dth-{a.name}-")]
+    # Every role of B's stacks is bounded (the chart's plugin.permissionsBoundary).
+    own = [s for s in stacks if s["StackName"].startswith(f"dth-{b.name}-")]
+    assert len(own) == 2
+    for stack in own:
+        assert {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}[
+            "PermissionsBoundaryArn"
+        ] == boundary
     refused = wait_for(
         lambda: [m for r, m in a.events("b-bucket") if r == "PolicyDenied"], timeout=30, what="a PolicyDenied Event"
     )
