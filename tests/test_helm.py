@@ -503,6 +503,7 @@ def test_the_webhook_is_the_operators_configuration_with_a_certificate_that_veri
     ]
     assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in out.container["ports"]
     assert (out.env["DTH_WEBHOOK_PORT"], out.env["DTH_WEBHOOK_CERT_DIR"]) == ("9443", "/etc/dth/webhook")
+    assert out.container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
     pod = out.one("Deployment")["spec"]["template"]["spec"]
     assert {"name": "webhook-tls", "secret": {"secretName": f"{FULLNAME}-webhook-tls"}} in pod["volumes"]
     # Helm's certificate: signed by the CA in the caBundle, for the Service's DNS name.
@@ -549,7 +550,7 @@ def test_the_webhook_with_cert_manager_or_none(helm: Helm) -> None:
     assert out.one("Certificate")["spec"]["issuerRef"] == own and out.all("Issuer") == []
     off = rendered(helm, {"webhook": {"enabled": False}})
     assert off.all("ValidatingWebhookConfiguration") == [] and off.all("Secret") == []
-    assert "DTH_WEBHOOK_PORT" not in off.env
+    assert "DTH_WEBHOOK_PORT" not in off.env and "readinessProbe" not in off.container
     assert [x["metadata"]["name"] for x in off.all("Service")] == [f"{FULLNAME}-metrics"]
 
 
