@@ -129,7 +129,7 @@ def test_checkov_passes_every_check_and_every_skip_says_why() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{message} (CI is set: it is required)", pytrace=False)
         pytest.skip(message)
-    files = [argument for path in TEMPLATES for argument in ("-f", str(path))]
+    files = [argument for path in [*TEMPLATES, OPERATOR_IAM] for argument in ("-f", str(path))]
     result = subprocess.run(
         [*command, *files, "--framework", "cloudformation", "--output", "json", "--skip-download"],
         capture_output=True,
