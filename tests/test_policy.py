@@ -159,3 +159,26 @@ def test_policy_files_are_checked(tmp_path: Path) -> None:
         load_policy(path)
     with pytest.raises(SpecError, match="No such file"):
         load_policy(tmp_path / "missing.yaml")
+
+
+def test_kms_keys_only_when_granted() -> None:
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    encrypted = s3(destination={"sse": "AWS_KMS", "kmsKeyId": key})
+    (refusal,) = POLICY.violations("team-a", encrypted)
+    assert f"spec.destination.kmsKeyId '{key}'" in refusal and "kmsKeys of rule team-a" in refusal
+    granting = TenantPolicy.model_validate(
+        {
+            "rules": [
+                {
+                    "name": "keys",
+                    "namespaces": ["team-a"],
+                    "sourceBuckets": ["*"],
+                    "destinationBuckets": ["*"],
+                    "providers": ["*"],
+                    "kmsKeys": ["arn:aws:kms:us-east-1:123456789012:key/*"],
+                }
+            ]
+        }
+    )
+    assert granting.violations("team-a", encrypted) == []
+    assert DEFAULT_POLICY.violations("team-a", encrypted) == []

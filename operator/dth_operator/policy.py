@@ -1,6 +1,7 @@
 """The administrator's tenant policy: what a TransferTask in a namespace may name.
 
-A task names buckets, storage providers, endpoints and registries, Secrets Manager secrets and SSM parameters,
+A task names buckets, storage providers, endpoints and registries, Secrets Manager secrets, SSM parameters and
+a KMS key,
 and its plugin stack's task role is granted exactly those. Without a policy, whoever may create a task in any
 namespace could have the plugin read any bucket, any secret and any parameter the account holds. The policy
 (Helm values rendered into a file, `DTH_TENANT_POLICY`) is a list of rules; each applies to the namespaces its
@@ -53,6 +54,7 @@ class TenantRule(BaseModel):
     endpoints: tuple[str, ...] = Field((), description="host[:port] of explicit endpoints and of registries")
     secret_arn_prefixes: tuple[str, ...] = Field((), description="Secrets Manager ARNs beyond the namespace's own")
     ssm_parameter_paths: tuple[str, ...] = Field((), description="SSM parameters an image task may read its list from")
+    kms_keys: tuple[str, ...] = Field((), description="KMS key ARNs a task may encrypt its destination with")
 
     @field_validator("providers")
     @classmethod
@@ -102,7 +104,7 @@ class PolicyViolationError(SpecError):
     """A task that names something the tenant policy does not give its namespace."""
 
 
-#: Without a policy file: a single-tenant install. Any bucket, provider and endpoint; Secrets Manager
+#: Without a policy file: a single-tenant install. Any bucket, provider, endpoint and KMS key; Secrets Manager
 #: secrets only under the namespace's own prefix; SSM parameters only under /dth/<namespace>/.
 DEFAULT_POLICY = TenantPolicy(
     rules=(
@@ -113,6 +115,7 @@ DEFAULT_POLICY = TenantPolicy(
             destination_buckets=("*",),
             providers=("*",),
             endpoints=("*",),
+            kms_keys=("*",),
             ssm_parameter_paths=(f"/dth/{NAMESPACE_PLACEHOLDER}",),
         ),
     )
@@ -179,6 +182,8 @@ def references(spec: S3TaskSpec | ImageTaskSpec) -> Iterator[Reference]:
             bucket = listed.removeprefix("s3://").split("/", 1)[0]
             yield Reference("spec.source.prefixListFile", "sourceBuckets", bucket)
         yield Reference("spec.destination.bucket", "destinationBuckets", spec.destination.bucket)
+        if spec.destination.kms_key_id:
+            yield Reference("spec.destination.kmsKeyId", "kmsKeys", spec.destination.kms_key_id)
         for side, s3_location in (("source", spec.source), ("destination", spec.destination)):
             yield from _s3_location(side, s3_location)
     else:
@@ -256,4 +261,5 @@ _FIELDS = {
     "endpoints": "endpoints",
     "secretArnPrefixes": "secret_arn_prefixes",
     "ssmParameterPaths": "ssm_parameter_paths",
+    "kmsKeys": "kms_keys",
 }
