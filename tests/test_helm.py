@@ -614,6 +614,8 @@ def test_install_upgrade_uninstall_namespaced(
     # NOTES.txt: what to apply next, in the watched namespace.
     assert f"kubectl -n {home} create secret generic source-keys" in install.stdout
     assert "kind: TransferTask" in install.stdout and f"kubectl -n {home} get tt" in install.stdout
+    # Two namespaces served under the single-tenant default policy: the notes say what that means.
+    assert "WARNING: the tenant policy (tenancy.rules) lets tasks in every namespace" in install.stdout
 
     deployment = get(kubernetes, "-n", home, "deployment", fullname)
     assert deployment is not None
