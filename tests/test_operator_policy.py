@@ -318,3 +318,21 @@ def test_changing_a_referenced_secret_reaches_secrets_manager(
     assert "rotated-secret-value" not in json.dumps(a.status("rotated"))
     rotated = wait_for(lambda: [m for r, m in a.events("rotated") if r == "SecretRotated"], what="an Event")
     assert "source-keys" in rotated[0] and "rotated-secret-value" not in rotated[0]
+
+
+def test_a_narrower_policy_turns_a_deployed_task_invalid_when_the_operator_restarts(
+    tenants: tuple[Namespace, Namespace], start_operator: Callable[..., Any], tmp_path: Path
+) -> None:
+    a, _ = tenants
+    first = start_operator()
+    a.apply(s3_task("was-allowed", f"{a.name}-data", f"{a.name}-copy"))
+    wait_for(lambda: a.status("was-allowed").get("stackName"), what="the task deployed")
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=30)
+    # The administrator takes the namespace's buckets away (the chart rolls the pods on such a change).
+    narrower = tmp_path / "narrower.yaml"
+    narrower.write_text(yaml.safe_dump({"rules": [{"name": "nothing-for-a", "namespaces": [a.name]}]}), "utf-8")
+    start_operator({"DTH_TENANT_POLICY": str(narrower)})
+    wait_for(lambda: a.status("was-allowed").get("phase") == "Invalid", what="the task Invalid")
+    (ready,) = a.status("was-allowed")["conditions"]
+    assert ready["reason"] == "PolicyDenied" and "sourceBuckets of rule nothing-for-a" in ready["message"]
