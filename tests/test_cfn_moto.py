@@ -252,3 +252,41 @@ def test_image_plugin_stack_create_update_delete(stacks: LocalStacks, unique_nam
     stacks.delete(name)
     assert stacks.describe(stack_id)["StackStatus"] == "DELETE_COMPLETE"
     assert outputs["TableName"] not in stacks.client("dynamodb").list_tables()["TableNames"]
+
+
+def test_a_permissions_boundary_bounds_every_role_of_both_stacks(stacks: LocalStacks, unique_name: str) -> None:
+    iam = stacks.client("iam")
+    boundary = iam.create_policy(
+        PolicyName=f"{unique_name}-boundary",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        ),
+    )["Policy"]["Arn"]
+    network = stacks.network(unique_name)
+    settings = PluginSettings(
+        image="dth:test",
+        subnets=network.subnets,
+        security_groups=network.security_groups,
+        permissions_boundary=boundary,
+    )
+    s3 = parse_task_spec({"type": "S3", "source": {"bucket": "src-bucket"}, "destination": {"bucket": "dst-bucket"}})
+    image = ImageTaskSpec.model_validate(
+        {
+            "type": "Image",
+            "source": {"type": "Registry", "registry": "quay.io", "images": {"all": True}},
+            "destination": {"type": "Registry", "registry": "r.example"},
+        }
+    )
+    assert isinstance(s3, S3TaskSpec)
+    for template, parameters in (
+        ("s3-plugin.yaml", s3_stack_parameters(f"default-{unique_name}", s3, settings)),
+        ("image-plugin.yaml", image_stack_parameters(f"default-{unique_name}", image, settings)),
+    ):
+        name = f"{unique_name}-{template.split('.')[0]}"
+        assert stacks.create(name, template_path(template), parameters)["StackStatus"] == "CREATE_COMPLETE"
+        roles = [r for r in stacks.resources(name).values() if r["ResourceType"] == "AWS::IAM::Role"]
+        assert len(roles) == 3
+        for role in roles:
+            found = iam.get_role(RoleName=role["PhysicalResourceId"])["Role"]
+            assert found["PermissionsBoundary"]["PermissionsBoundaryArn"] == boundary, role["LogicalResourceId"]
+        stacks.delete(name)

@@ -21,6 +21,7 @@ from dth.spec.cfn import (
     IMAGE_PLUGIN_PARAMETERS,
     S3_PLUGIN_PARAMETERS,
     TEMPLATE_BODY_LIMIT,
+    TEMPLATE_NAMES,
     PluginSettings,
     TaskSize,
     eventbridge_schedule,
@@ -151,7 +152,7 @@ def test_checkov_passes_every_check_and_every_skip_says_why() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{message} (CI is set: it is required)", pytrace=False)
         pytest.skip(message)
-    files = [argument for path in TEMPLATES for argument in ("-f", str(path))]
+    files = [argument for path in [*TEMPLATES, OPERATOR_IAM] for argument in ("-f", str(path))]
     result = subprocess.run(
         [*command, *files, "--framework", "cloudformation", "--output", "json", "--skip-download"],
         capture_output=True,
@@ -523,3 +524,161 @@ def test_the_status_table_expires_items_by_the_stores_expiry_attribute() -> None
 
     table = load_template("s3-plugin.yaml")["Resources"]["StatusTable"]["Properties"]
     assert table["TimeToLiveSpecification"] == {"AttributeName": EXPIRY_ATTRIBUTE, "Enabled": True}
+
+
+# --- permissions boundary -----------------------------------------------------------------------------
+
+BOUNDARY = "arn:aws:iam::123456789012:policy/dth-task-boundary"
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda path: path.name)
+def test_every_role_gets_the_permissions_boundary_when_one_is_set(path: Path) -> None:
+    template = load_template(path)
+    roles = {k: r for k, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+    assert roles
+    for logical_id, role in roles.items():
+        assert role["Properties"]["PermissionsBoundary"] == {
+            "Fn::If": ["HasBoundary", {"Ref": "PermissionsBoundaryArn"}, {"Ref": "AWS::NoValue"}]
+        }, logical_id
+    assert template["Conditions"]["HasBoundary"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "PermissionsBoundaryArn"}, ""]}]
+    }
+    assert template["Parameters"]["PermissionsBoundaryArn"]["Default"] == ""
+
+
+def test_the_boundary_setting_reaches_both_stacks() -> None:
+    bounded = PluginSettings(image="i", subnets=["s"], security_groups=["g"], permissions_boundary=BOUNDARY)
+    image = ImageTaskSpec.model_validate(
+        {
+            "type": "Image",
+            "source": {"type": "Registry", "registry": "quay.io", "images": {"all": True}},
+            "destination": {"type": "Registry", "registry": "r.example"},
+        }
+    )
+    for parameters in (s3_stack_parameters("t", s3_spec(), bounded), image_stack_parameters("t", image, bounded)):
+        assert parameter_keys(parameters)["PermissionsBoundaryArn"] == BOUNDARY
+    assert parameter_keys(s3_stack_parameters("t", s3_spec(), SETTINGS))["PermissionsBoundaryArn"] == ""
+    with pytest.raises(SpecError, match="permissions boundary"):
+        s3_stack_parameters(
+            "t",
+            s3_spec(),
+            PluginSettings(image="i", subnets=["s"], security_groups=["g"], permissions_boundary="dth-boundary"),
+        )
+
+
+# --- the operator's own IAM policy (cfn/operator-iam.yaml) ----------------------------------------------
+
+OPERATOR_IAM = template_path("s3-plugin.yaml").parent / "operator-iam.yaml"
+
+#: What CloudFormation calls, with the operator's credentials, to create, update and delete each resource type
+#: of the plugin templates. A new type in a template fails the test until it is listed here and allowed.
+STACK_ACTIONS: dict[str, set[str]] = {
+    "AWS::SQS::Queue": {"sqs:CreateQueue", "sqs:DeleteQueue", "sqs:SetQueueAttributes", "sqs:GetQueueAttributes"},
+    "AWS::SQS::QueuePolicy": {"sqs:SetQueueAttributes"},
+    "AWS::DynamoDB::Table": {
+        "dynamodb:CreateTable",
+        "dynamodb:DeleteTable",
+        "dynamodb:DescribeTable",
+        "dynamodb:UpdateTimeToLive",  # TimeToLiveSpecification
+    },
+    "AWS::KMS::Key": {"kms:CreateKey", "kms:PutKeyPolicy", "kms:EnableKeyRotation", "kms:ScheduleKeyDeletion"},
+    "AWS::Logs::LogGroup": {"logs:CreateLogGroup", "logs:DeleteLogGroup", "logs:PutRetentionPolicy"},
+    "AWS::Logs::MetricFilter": {"logs:PutMetricFilter", "logs:DeleteMetricFilter"},
+    "AWS::SNS::Topic": {"sns:CreateTopic", "sns:DeleteTopic", "sns:Subscribe"},
+    "AWS::SNS::TopicPolicy": {"sns:SetTopicAttributes"},
+    "AWS::CloudWatch::Alarm": {"cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"},
+    "AWS::Events::Rule": {"events:PutRule", "events:DeleteRule", "events:PutTargets", "events:RemoveTargets"},
+    "AWS::ECS::Cluster": {"ecs:CreateCluster", "ecs:DeleteCluster"},
+    "AWS::ECS::TaskDefinition": {"ecs:RegisterTaskDefinition", "ecs:DeregisterTaskDefinition", "iam:PassRole"},
+    "AWS::ECS::Service": {"ecs:CreateService", "ecs:UpdateService", "ecs:DeleteService"},
+    "AWS::ApplicationAutoScaling::ScalableTarget": {"application-autoscaling:RegisterScalableTarget"},
+    "AWS::ApplicationAutoScaling::ScalingPolicy": {"application-autoscaling:PutScalingPolicy"},
+    "AWS::IAM::Role": {"iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:PutRolePermissionsBoundary"},
+    "AWS::IAM::Policy": {"iam:PutRolePolicy", "iam:DeleteRolePolicy"},
+}
+#: What the operator calls itself (dth_operator: stacks.py, secrets.py, progress.py).
+OPERATOR_ACTIONS = {
+    "cloudformation:CreateStack",
+    "cloudformation:UpdateStack",
+    "cloudformation:DeleteStack",
+    "cloudformation:DescribeStacks",
+    "cloudformation:DescribeStackEvents",
+    "secretsmanager:CreateSecret",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:DeleteSecret",
+    "secretsmanager:ListSecrets",
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+    "sqs:GetQueueAttributes",
+}
+#: Actions IAM cannot scope to a resource (or to a name a stack chooses): the only ones allowed on "*".
+UNSCOPED_ACTIONS = (
+    {
+        "secretsmanager:ListSecrets",
+        "ecs:RegisterTaskDefinition",
+        "ecs:DeregisterTaskDefinition",
+        "ecs:DescribeTaskDefinition",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeSecurityGroups",
+        "ec2:DescribeVpcs",
+        "iam:CreateServiceLinkedRole",
+        "kms:CreateKey",
+        "kms:TagResource",
+        "iam:DeleteRolePermissionsBoundary",  # denied
+    }
+    | {a for a in STACK_ACTIONS["AWS::ApplicationAutoScaling::ScalableTarget"]}
+    | {
+        "application-autoscaling:DeregisterScalableTarget",
+        "application-autoscaling:DescribeScalableTargets",
+        "application-autoscaling:PutScalingPolicy",
+        "application-autoscaling:DeleteScalingPolicy",
+        "application-autoscaling:DescribeScalingPolicies",
+    }
+)
+
+
+def operator_statements() -> list[dict[str, Any]]:
+    template = load_template(OPERATOR_IAM)
+    (policy,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::ManagedPolicy"]
+    return list(policy["Properties"]["PolicyDocument"]["Statement"])
+
+
+def test_cfn_lint_reports_nothing_on_the_operator_policy() -> None:
+    from cfnlint.api import ManualArgs, lint_file
+
+    assert [str(match) for match in lint_file(OPERATOR_IAM, config=ManualArgs())] == []
+
+
+def test_the_operator_policy_allows_what_the_operator_and_its_stacks_need_and_no_more() -> None:
+    statements = operator_statements()
+    allowed = {a for s in statements if s["Effect"] == "Allow" for a in as_list(s["Action"])}
+    used_types = {resource["Type"] for name in TEMPLATE_NAMES for resource in load_template(name)["Resources"].values()}
+    assert used_types <= set(STACK_ACTIONS), f"resource types without their actions: {used_types - set(STACK_ACTIONS)}"
+    needed = OPERATOR_ACTIONS | {action for t in used_types for action in STACK_ACTIONS[t]}
+    assert needed - allowed == set()
+    for statement in statements:
+        actions = as_list(statement["Action"])
+        assert not any(action.endswith("*") for action in actions), statement["Sid"]
+        if statement["Resource"] == "*":
+            assert set(actions) <= UNSCOPED_ACTIONS, statement["Sid"]
+        elif actions == ["logs:DescribeLogGroups"]:  # IAM scopes it to the account's log groups at most
+            assert statement["Resource"]["Fn::Sub"].endswith(":log-group:*")
+        else:
+            text = json.dumps(statement["Resource"])
+            assert "${StackNamePrefix}" in text or "${SecretNamePrefix}" in text or ":key/*" in text, statement["Sid"]
+    by_sid = {s["Sid"]: s for s in statements}
+    # Roles only with the boundary (when one is set), passed only to ECS tasks and EventBridge, never unbounded.
+    assert by_sid["StackRolesWithTheBoundary"]["Condition"]["Fn::If"][1] == {
+        "StringEquals": {"iam:PermissionsBoundary": {"Ref": "PermissionsBoundaryArn"}}
+    }
+    assert "iam:CreateRole" in by_sid["StackRolesWithTheBoundary"]["Action"]
+    assert by_sid["PassStackRolesToTasksAndRules"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": ["ecs-tasks.amazonaws.com", "events.amazonaws.com"]}
+    }
+    assert by_sid["NeverLiftABoundary"]["Effect"] == "Deny"
+    # Secrets: made only tagged, changed only when tagged; keys likewise.
+    assert by_sid["CreateSecretCopiesTagged"]["Condition"] == {"Null": {"aws:RequestTag/dth.io/uid": "false"}}
+    assert by_sid["ChangeOnlyTaggedSecretCopies"]["Condition"] == {
+        "Null": {"secretsmanager:ResourceTag/dth.io/uid": "false"}
+    }
+    assert by_sid["CreateStackKeysTagged"]["Condition"] == {"Null": {"aws:RequestTag/dth.io/uid": "false"}}

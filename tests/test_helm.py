@@ -9,6 +9,7 @@ helm and kubectl are the ones `bash .ci/kubernetes.sh` caches (dth.devtools.kube
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -22,6 +23,8 @@ import pytest
 import yaml
 
 from dth.devtools.kubernetes import LocalKubernetes, find_binary
+from dth_operator.admission import WEBHOOK_PATH, webhook_configuration
+from dth_operator.policy import DEFAULT_POLICY, TenantPolicy
 from dth_operator.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +152,7 @@ TASK_RULES = {
     ("dth.io", "transfertasks"): {"get", "list", "watch", "patch", "update"},
     ("dth.io", "transfertasks/status"): {"get", "patch", "update"},
     ("", "events"): {"create", "patch"},
-    ("", "secrets"): {"get"},
+    ("", "secrets"): {"get", "list", "watch"},
 }
 PEERING_RULE = {"get", "list", "watch", "patch"}
 
@@ -200,6 +203,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "replicas-2": {"replicaCount": 2},
     "standalone": {"peering": {"enabled": False}},
     "no-metrics": {"metrics": {"port": 0}},
+    "webhook-cert-manager": {"webhook": {"certManager": {"enabled": True}}},
+    "no-webhook": {"webhook": {"enabled": False}},
+    "boundary": {"plugin": {"permissionsBoundary": "arn:aws:iam::123456789012:policy/dth-boundary"}},
 }
 
 
@@ -217,12 +223,16 @@ def test_defaults_watch_the_release_namespace_with_least_privilege(helm: Helm) -
     assert out.kinds() == [
         ("ClusterRole", f"{FULLNAME}-{NAMESPACE}", None),
         ("ClusterRoleBinding", f"{FULLNAME}-{NAMESPACE}", None),
+        ("ConfigMap", f"{FULLNAME}-tenancy", NAMESPACE),
         ("Deployment", FULLNAME, NAMESPACE),
         ("KopfPeering", "dth-operator", NAMESPACE),
         ("Role", FULLNAME, NAMESPACE),
         ("RoleBinding", FULLNAME, NAMESPACE),
+        ("Secret", f"{FULLNAME}-webhook-tls", NAMESPACE),
         ("Service", f"{FULLNAME}-metrics", NAMESPACE),
+        ("Service", f"{FULLNAME}-webhook", NAMESPACE),
         ("ServiceAccount", FULLNAME, NAMESPACE),
+        ("ValidatingWebhookConfiguration", f"{FULLNAME}-{NAMESPACE}", None),
     ]
     deployment = out.one("Deployment")
     assert deployment["spec"]["replicas"] == 1
@@ -270,7 +280,7 @@ def test_defaults_watch_the_release_namespace_with_least_privilege(helm: Helm) -
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
     assert out.one("ClusterRoleBinding")["subjects"] == binding["subjects"]
-    service = out.one("Service")
+    service = out.one("Service", f"{FULLNAME}-metrics")
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}]
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert "annotations" not in out.one("ServiceAccount")["metadata"]
@@ -313,7 +323,7 @@ def test_service_monitor(helm: Helm) -> None:
     assert monitor["spec"]["endpoints"] == [
         {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
     ]
-    service = out.one("Service")
+    service = out.one("Service", f"{FULLNAME}-metrics")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     assert "metrics.port is 0" in refused(helm, {"serviceMonitor": {"enabled": True}, "metrics": {"port": 0}})
@@ -341,7 +351,10 @@ def test_credentials_come_from_an_existing_secret(helm: Helm) -> None:
     assert out.env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "aws-keys", "key": "AWS_ACCESS_KEY_ID"}}
     assert out.env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "aws-keys", "key": "AWS_SECRET_ACCESS_KEY"}}
     assert "annotations" not in out.one("ServiceAccount")["metadata"]
-    assert out.all("Secret") == [], "the chart never holds keys itself"
+    # The chart never holds keys itself: its one Secret is the webhook's serving certificate.
+    assert [(x["type"], x["metadata"]["name"]) for x in out.all("Secret")] == [
+        ("kubernetes.io/tls", f"{FULLNAME}-webhook-tls")
+    ]
     out = rendered(
         helm,
         {"aws": {"credentialsSecret": {"name": "k", "accessKeyIdKey": "id", "secretAccessKeyKey": "secret"}}},
@@ -373,9 +386,9 @@ def test_standalone_has_no_peering(helm: Helm) -> None:
 
 def test_no_metrics_no_service(helm: Helm) -> None:
     out = rendered(helm, VALUE_SETS["no-metrics"])
-    assert out.all("Service") == []
+    assert [x["metadata"]["name"] for x in out.all("Service")] == [f"{FULLNAME}-webhook"]
     assert out.env["DTH_METRICS_PORT"] == "0"
-    assert [p["name"] for p in out.container["ports"]] == ["healthz"]
+    assert [p["name"] for p in out.container["ports"]] == ["healthz", "webhook"]
 
 
 FULL_PLUGIN_VALUES: dict[str, Any] = {
@@ -389,6 +402,7 @@ FULL_PLUGIN_VALUES: dict[str, Any] = {
         "cluster": "transfers",
         "assignPublicIp": True,
         "alarmEmail": "ops@example.com",
+        "permissionsBoundary": "arn:aws:iam::123456789012:policy/dth-boundary",
     },
     "operator": {"observeInterval": 12.5, "verbose": True, "logFormat": "text", "extraArgs": ["--priority=5"]},
     "metrics": {"port": 9100},
@@ -416,11 +430,14 @@ def test_every_operator_setting_has_a_value_and_the_operator_reads_them_back(hel
     assert settings.observe_interval == 12.5
     assert settings.metrics_port == 9100
     assert settings.alarm_email == "ops@example.com"
+    assert settings.permissions_boundary == "arn:aws:iam::123456789012:policy/dth-boundary"
+    assert str(settings.tenant_policy) == "/etc/dth/tenancy/policy.yaml"
+    assert settings.webhook_port == 9443 and str(settings.webhook_cert_dir) == "/etc/dth/webhook"
     assert env["AWS_ENDPOINT_URL"] == "http://moto.aws.svc:5000"
     assert out.container["image"] == "registry.example/dth/operator:1.2.3"
     assert out.container["imagePullPolicy"] == "Always"
     assert out.container["args"][-3:] == ["--log-format=text", "--verbose", "--priority=5"]
-    assert out.one("Service")["spec"]["ports"][0]["port"] == 9100
+    assert out.one("Service", f"{FULLNAME}-metrics")["spec"]["ports"][0]["port"] == 9100
     # The defaults read back as the operator's own defaults where the chart does not choose otherwise.
     defaults = OperatorSettings.from_environment({k: v for k, v in rendered(helm).env.items() if isinstance(v, str)})
     assert defaults.subnets == () and defaults.cluster == "" and defaults.assign_public_ip is False
@@ -443,6 +460,98 @@ def test_every_operator_setting_has_a_value_and_the_operator_reads_them_back(hel
 )
 def test_bad_values_are_refused(helm: Helm, values: dict[str, Any], complaint: str) -> None:
     assert complaint in refused(helm, values)
+
+
+# --- tenancy and the admission webhook -------------------------------------------------------------------
+
+
+def test_the_default_tenant_policy_is_the_operators_and_is_mounted(helm: Helm) -> None:
+    out = rendered(helm)
+    policy = yaml.safe_load(out.one("ConfigMap", f"{FULLNAME}-tenancy")["data"]["policy.yaml"])
+    assert TenantPolicy.model_validate(policy) == DEFAULT_POLICY
+    assert out.env["DTH_TENANT_POLICY"] == "/etc/dth/tenancy/policy.yaml"
+    assert {"name": "tenancy", "mountPath": "/etc/dth/tenancy", "readOnly": True} in out.container["volumeMounts"]
+    checksum = "dth.io/tenant-policy-checksum"
+    before = out.one("Deployment")["spec"]["template"]["metadata"]["annotations"][checksum]
+    rules = [{"name": "team-a", "namespaces": ["team-a"], "sourceBuckets": ["{namespace}-*"], "providers": ["*"]}]
+    changed = rendered(helm, {"tenancy": {"rules": rules}})
+    policy = yaml.safe_load(changed.one("ConfigMap", f"{FULLNAME}-tenancy")["data"]["policy.yaml"])
+    assert TenantPolicy.model_validate(policy).rules[0].source_buckets == ("{namespace}-*",)
+    # A new policy rolls the pods: the operator reads it once.
+    assert changed.one("Deployment")["spec"]["template"]["metadata"]["annotations"][checksum] != before
+    assert "providers.0" in refused(
+        helm, {"tenancy": {"rules": [{"name": "x", "namespaces": ["a"], "providers": ["Dropbox"]}]}}
+    )
+    assert "ssmParameterPaths.0" in refused(
+        helm, {"tenancy": {"rules": [{"name": "x", "namespaces": ["a"], "ssmParameterPaths": ["team-a"]}]}}
+    )
+
+
+def test_the_webhook_is_the_operators_configuration_with_a_certificate_that_verifies(
+    helm: Helm, tmp_path: Path
+) -> None:
+    out = rendered(helm, VALUE_SETS["namespaced"])
+    configuration = out.one("ValidatingWebhookConfiguration")
+    (webhook,) = configuration["webhooks"]
+    ca = base64.b64decode(webhook["clientConfig"].pop("caBundle"))
+    service = {"name": f"{FULLNAME}-webhook", "namespace": NAMESPACE, "path": WEBHOOK_PATH, "port": 443}
+    expected = webhook_configuration(f"{FULLNAME}-{NAMESPACE}", {"service": service}, ["team-a", "team-b"])
+    assert configuration["webhooks"] == expected["webhooks"]
+    assert configuration["metadata"]["name"] == expected["metadata"]["name"]
+    assert out.one("Service", f"{FULLNAME}-webhook")["spec"]["ports"] == [
+        {"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+    assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in out.container["ports"]
+    assert (out.env["DTH_WEBHOOK_PORT"], out.env["DTH_WEBHOOK_CERT_DIR"]) == ("9443", "/etc/dth/webhook")
+    assert out.container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
+    pod = out.one("Deployment")["spec"]["template"]["spec"]
+    assert {"name": "webhook-tls", "secret": {"secretName": f"{FULLNAME}-webhook-tls"}} in pod["volumes"]
+    # Helm's certificate: signed by the CA in the caBundle, for the Service's DNS name.
+    tls = out.one("Secret", f"{FULLNAME}-webhook-tls")["data"]
+    assert base64.b64decode(tls["ca.crt"]) == ca
+    (tmp_path / "ca.crt").write_bytes(ca)
+    (tmp_path / "tls.crt").write_bytes(base64.b64decode(tls["tls.crt"]))
+    verified = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            "ca.crt",
+            "-verify_hostname",
+            f"{FULLNAME}-webhook.{NAMESPACE}.svc",
+            "tls.crt",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # Cluster-wide: every namespace's tasks.
+    (everywhere,) = rendered(helm, VALUE_SETS["cluster-wide"]).one("ValidatingWebhookConfiguration")["webhooks"]
+    assert "namespaceSelector" not in everywhere
+
+
+def test_the_webhook_with_cert_manager_or_none(helm: Helm) -> None:
+    out = rendered(helm, {"webhook": {"certManager": {"enabled": True}}})
+    configuration = out.one("ValidatingWebhookConfiguration")
+    assert configuration["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": f"{NAMESPACE}/{FULLNAME}-webhook"
+    }
+    assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]
+    certificate = out.one("Certificate", f"{FULLNAME}-webhook")
+    assert certificate["spec"]["secretName"] == f"{FULLNAME}-webhook-tls"
+    assert f"{FULLNAME}-webhook.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    assert certificate["spec"]["issuerRef"] == {"name": f"{FULLNAME}-webhook", "kind": "Issuer"}
+    assert out.one("Issuer")["spec"] == {"selfSigned": {}}
+    assert out.all("Secret") == []
+    own = {"name": "company-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    out = rendered(helm, {"webhook": {"certManager": {"enabled": True, "issuerRef": own}}})
+    assert out.one("Certificate")["spec"]["issuerRef"] == own and out.all("Issuer") == []
+    off = rendered(helm, {"webhook": {"enabled": False}})
+    assert off.all("ValidatingWebhookConfiguration") == [] and off.all("Secret") == []
+    assert "DTH_WEBHOOK_PORT" not in off.env and "readinessProbe" not in off.container
+    assert [x["metadata"]["name"] for x in off.all("Service")] == [f"{FULLNAME}-metrics"]
 
 
 # --- on the API server -------------------------------------------------------------------------------
@@ -505,6 +614,8 @@ def test_install_upgrade_uninstall_namespaced(
     # NOTES.txt: what to apply next, in the watched namespace.
     assert f"kubectl -n {home} create secret generic source-keys" in install.stdout
     assert "kind: TransferTask" in install.stdout and f"kubectl -n {home} get tt" in install.stdout
+    # Two namespaces served under the single-tenant default policy: the notes say what that means.
+    assert "WARNING: the tenant policy (tenancy.rules) lets tasks in every namespace" in install.stdout
 
     deployment = get(kubernetes, "-n", home, "deployment", fullname)
     assert deployment is not None
@@ -532,16 +643,17 @@ def test_install_upgrade_uninstall_namespaced(
         n = ("-n", namespace)
         allowed += [(verb, "transfertasks.dth.io", *n) for verb in ("get", "list", "watch", "patch", "update")]
         allowed += [(verb, "transfertasks.dth.io", "--subresource=status", *n) for verb in ("get", "patch", "update")]
-        allowed += [("create", "events", *n), ("patch", "events", *n), ("get", "secrets", *n)]
+        allowed += [("create", "events", *n), ("patch", "events", *n)]
+        allowed += [("get", "secrets", *n), ("list", "secrets", *n), ("watch", "secrets", *n)]
         allowed += [(verb, "kopfpeerings.kopf.dev", *n) for verb in ("get", "list", "watch", "patch")]
     denied: list[tuple[str, ...]] = [
         ("get", "secrets", "-n", other),
+        ("list", "secrets", "-n", other),
+        ("watch", "secrets", "-n", other),
         ("list", "transfertasks.dth.io", "-n", other),
         ("create", "events", "-n", other),
         ("list", "transfertasks.dth.io", "--all-namespaces"),
         ("get", "secrets", "--all-namespaces"),
-        ("list", "secrets", "-n", tasks),
-        ("watch", "secrets", "-n", tasks),
         ("delete", "secrets", "-n", tasks),
         ("create", "secrets", "-n", tasks),
         ("update", "secrets", "-n", tasks),
@@ -559,8 +671,23 @@ def test_install_upgrade_uninstall_namespaced(
         ("update", "customresourcedefinitions.apiextensions.k8s.io"),
         ("get", "configmaps", "-n", tasks),
         ("create", "namespaces"),
+        ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
+        ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
     ]
     assert_permissions(kubernetes, account, allowed, denied)
+    # The webhook: registered with Helm's CA, for the watched namespaces (which 1.20 does not label).
+    webhook = get(kubernetes, "validatingwebhookconfiguration", f"{fullname}-{home}")
+    assert webhook is not None
+    (registered,) = webhook["webhooks"]
+    assert registered["clientConfig"]["service"] == {
+        "name": f"{fullname}-webhook",
+        "namespace": home,
+        "path": WEBHOOK_PATH,
+        "port": 443,
+    }
+    ca_bundle = registered["clientConfig"]["caBundle"]
+    tls = get(kubernetes, "-n", home, "secret", f"{fullname}-webhook-tls")
+    assert tls is not None and tls["data"]["ca.crt"] == ca_bundle
 
     # Upgrade: one value changes, the others stay.
     generation = deployment["metadata"]["generation"]
@@ -576,6 +703,11 @@ def test_install_upgrade_uninstall_namespaced(
     assert env["DTH_AWS_REGION"]["value"] == "eu-central-1"
     assert env["DTH_SUBNETS"]["value"] == "subnet-1"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "aws-keys"
+    # The upgrade kept the certificate (a new CA would break the webhook until every pod restarted).
+    webhook = get(kubernetes, "validatingwebhookconfiguration", f"{fullname}-{home}")
+    assert webhook is not None and webhook["webhooks"][0]["clientConfig"]["caBundle"] == ca_bundle
+    tls_after = get(kubernetes, "-n", home, "secret", f"{fullname}-webhook-tls")
+    assert tls_after is not None and tls_after["data"]["tls.crt"] == tls["data"]["tls.crt"]
     history = json.loads(cluster_helm.run("history", release, "--namespace", home, "-o", "json").stdout)
     assert [entry["revision"] for entry in history] == [1, 2]
 
@@ -586,6 +718,7 @@ def test_install_upgrade_uninstall_namespaced(
     assert get(kubernetes, "-n", tasks, "kopfpeerings.kopf.dev", f"peering-{unique_name}") is None
     assert get(kubernetes, "clusterrole", f"{fullname}-{home}") is None
     assert get(kubernetes, "clusterrolebinding", f"{fullname}-{home}") is None
+    assert get(kubernetes, "validatingwebhookconfiguration", f"{fullname}-{home}") is None
     assert not can(kubernetes, account, "get", "secrets", "-n", tasks)
     # Helm never deletes the CRDs of crds/: the tasks outlive the operator.
     assert get(kubernetes, "crd", "transfertasks.dth.io") is not None
@@ -620,6 +753,8 @@ def test_install_cluster_wide_with_irsa(
             ("patch", "transfertasks.dth.io", "--subresource=status", "-n", tasks),
             ("get", "secrets", "-n", tasks),
             ("get", "secrets", "-n", "default"),
+            ("list", "secrets", "--all-namespaces"),
+            ("watch", "secrets", "--all-namespaces"),
             ("create", "events", "-n", tasks),
             ("list", "clusterkopfpeerings.kopf.dev"),
             ("watch", "clusterkopfpeerings.kopf.dev"),
@@ -627,7 +762,6 @@ def test_install_cluster_wide_with_irsa(
             ("list", "customresourcedefinitions.apiextensions.k8s.io"),
         ]
         denied: list[tuple[str, ...]] = [
-            ("list", "secrets", "--all-namespaces"),
             ("delete", "secrets", "-n", tasks),
             ("create", "secrets", "-n", tasks),
             ("create", "pods", "-n", tasks),

@@ -22,8 +22,9 @@ from dth.spec.cfn import image_stack_parameters, s3_stack_parameters
 from dth.spec.image import ImageTaskSpec
 from dth.spec.load import parse_task_spec
 from dth.spec.model import API_GROUP, API_VERSION, PLURAL, Phase, S3TaskSpec
-from dth_operator import metrics
+from dth_operator import kube, metrics
 from dth_operator.aws import Clients, count, error_code, error_message, is_retryable, temporary
+from dth_operator.policy import PolicyViolationError, configured_policy
 from dth_operator.progress import condition, merge_conditions, phase_of, read_progress
 from dth_operator.secrets import REQUIRED_KEYS, copy_secret, delete_secrets
 from dth_operator.settings import OperatorSettings
@@ -60,8 +61,16 @@ def write_status(namespace: str, name: str, status: dict[str, Any]) -> None:
 
     try:
         kubernetes_client().patch_namespaced_custom_object_status(
-            API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": {k: v for k, v in status.items() if v != ""}}
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": {k: v for k, v in status.items() if v != ""}},
+            _request_timeout=kube.REQUEST_TIMEOUT,
         )
+    except kube.UNANSWERED as error:
+        raise kube.unanswered("a status write", error) from None
     except kubernetes.client.ApiException as error:
         if error.status != 404:  # a task deleted meanwhile has no status to write
             raise kopf.TemporaryError(
@@ -100,14 +109,17 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # A request the API server never answers must fail and be retried, not stall the operator for good.
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
+    configured_policy()  # a policy file that does not parse stops the operator here, not at the first task
     metrics.serve(SETTINGS.metrics_port)
 
 
-def _invalid(body: kopf.Body, patch: kopf.Patch, namespace: str, name: str, message: str) -> kopf.PermanentError:
-    kopf.warn(body, reason="InvalidSpec", message=message)
+def _invalid(
+    body: kopf.Body, patch: kopf.Patch, namespace: str, name: str, message: str, reason: str = "InvalidSpec"
+) -> kopf.PermanentError:
+    kopf.warn(body, reason=reason, message=message)
     patch.status["phase"] = Phase.INVALID.value
     patch.status["message"] = message
-    patch.status["conditions"] = merge_conditions([], [condition("Ready", False, "InvalidSpec", message)])
+    patch.status["conditions"] = merge_conditions([], [condition("Ready", False, reason, message)])
     metrics.set_phase(namespace, name, Phase.INVALID)
     return kopf.PermanentError(message)
 
@@ -165,6 +177,11 @@ def reconcile(
         except SpecError as error:
             logger.error(f"invalid spec: {error}")
             raise _invalid(body, patch, namespace, name, str(error)) from None
+        try:
+            configured_policy().check(namespace, task)
+        except PolicyViolationError as error:
+            logger.error(f"refused by the tenant policy: {error}")
+            raise _invalid(body, patch, namespace, name, str(error), reason="PolicyDenied") from None
         stack = stack_name(namespace, name)
         try:
             arns = _secret_arns(task, namespace, name, uid)

@@ -11,6 +11,7 @@ import botocore.exceptions
 import kubernetes
 
 from dth.errors import SpecError
+from dth_operator import kube
 from dth_operator.aws import error_code
 
 UID_TAG = "dth.io/uid"
@@ -23,7 +24,11 @@ def secret_id(namespace: str, name: str, secret_name: str) -> str:
 
 def _kubernetes_secret(namespace: str, secret_name: str, required: tuple[str, ...]) -> dict[str, str]:
     try:
-        secret = kubernetes.client.CoreV1Api().read_namespaced_secret(secret_name, namespace)
+        secret = kubernetes.client.CoreV1Api().read_namespaced_secret(
+            secret_name, namespace, _request_timeout=kube.REQUEST_TIMEOUT
+        )
+    except kube.UNANSWERED as error:
+        raise kube.unanswered(f"a read of Secret {namespace}/{secret_name}", error) from None
     except kubernetes.client.ApiException as error:
         if error.status == 404:
             raise SpecError(f"Secret {namespace}/{secret_name} does not exist") from None

@@ -27,6 +27,16 @@ class OperatorSettings(BaseModel):
     observe_interval: float = Field(30.0, gt=0, description="seconds between checks of a task's stack and progress")
     metrics_port: int = Field(8080, ge=0, le=65535, description="0: no metrics endpoint")
     alarm_email: str = ""
+    permissions_boundary: str = Field(
+        "",
+        pattern=r"^$|^arn:aws[a-z-]*:iam::\d{12}:policy/.+$",
+        description="an IAM policy ARN set as the permissions boundary of every task role; empty: none",
+    )
+    tenant_policy: Path | None = Field(None, description="the tenant policy file (dth_operator.policy); none: default")
+    webhook_port: int = Field(0, ge=0, le=65535, description="the admission webhook's HTTPS port; 0: no webhook")
+    webhook_cert_dir: Path = Field(
+        Path("/etc/dth/webhook"), description="the webhook's serving certificate: tls.crt and tls.key"
+    )
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -43,6 +53,10 @@ class OperatorSettings(BaseModel):
             "observe_interval": "DTH_OBSERVE_INTERVAL",
             "metrics_port": "DTH_METRICS_PORT",
             "alarm_email": "DTH_ALARM_EMAIL",
+            "permissions_boundary": "DTH_PERMISSIONS_BOUNDARY",
+            "tenant_policy": "DTH_TENANT_POLICY",
+            "webhook_port": "DTH_WEBHOOK_PORT",
+            "webhook_cert_dir": "DTH_WEBHOOK_CERT_DIR",
         }
         values: dict[str, object] = {}
         for field, variable in names.items():
@@ -68,4 +82,5 @@ class OperatorSettings(BaseModel):
             finder=TaskSize(1024, 2048),
             worker=TaskSize(2048, 4096),
             alarm_email=self.alarm_email,
+            permissions_boundary=self.permissions_boundary,
         )

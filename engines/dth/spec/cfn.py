@@ -63,10 +63,14 @@ S3_PLUGIN_PARAMETERS = (
     "MaxWorkers",
     "LogRetentionDays",
     "AlarmEmail",
+    "PermissionsBoundaryArn",
 )
 
 #: The longest parameter value CloudFormation accepts.
 MAX_PARAMETER_VALUE = 4096
+
+#: An IAM managed policy's ARN (the templates' PermissionsBoundaryArn parameter has the same pattern).
+PERMISSIONS_BOUNDARY_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:policy/.+$"
 
 #: Days CloudWatch Logs accepts as a retention.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922)
@@ -111,6 +115,7 @@ class PluginSettings:
     max_workers: int = 10
     log_retention_days: int = 30
     alarm_email: str = ""  # subscribed to the alarm topic when given
+    permissions_boundary: str = ""  # an IAM policy ARN bounding every role the stack makes; empty: none
 
     def check(self) -> None:
         if not self.image.strip():
@@ -121,6 +126,10 @@ class PluginSettings:
         self.worker.check("plugin settings: worker")
         if not 1 <= self.max_workers <= 1000:
             raise SpecError(f"plugin settings: max_workers must be 1 to 1000 (got {self.max_workers})")
+        if self.permissions_boundary and not re.match(PERMISSIONS_BOUNDARY_PATTERN, self.permissions_boundary):
+            raise SpecError(
+                f"plugin settings: the permissions boundary must be an IAM policy ARN (got {self.permissions_boundary!r})"
+            )
         if self.log_retention_days not in LOG_RETENTION_DAYS:
             raise SpecError(
                 f"plugin settings: CloudWatch Logs has no retention of {self.log_retention_days} days "
@@ -334,6 +343,7 @@ def _plugin_values(task_name: str, settings: PluginSettings) -> dict[str, str]:
         "AssignPublicIp": "ENABLED" if settings.assign_public_ip else "DISABLED",
         "LogRetentionDays": str(settings.log_retention_days),
         "AlarmEmail": settings.alarm_email,
+        "PermissionsBoundaryArn": settings.permissions_boundary,
     }
 
 
@@ -384,6 +394,7 @@ IMAGE_PLUGIN_PARAMETERS = (
     "TaskMemory",
     "LogRetentionDays",
     "AlarmEmail",
+    "PermissionsBoundaryArn",
     "TaskSpec",
     "Schedule",
     "Suspend",

@@ -83,3 +83,8 @@ app.kubernetes.io/component: operator
 {{- fail "serviceMonitor.enabled needs metrics: metrics.port is 0" }}
 {{- end }}
 {{- end }}
+
+{{/* The tenant policy file's content (dth_operator/policy.py reads it). */}}
+{{- define "dth-operator.tenantPolicy" -}}
+{{- toYaml (dict "rules" .Values.tenancy.rules) }}
+{{- end }}
