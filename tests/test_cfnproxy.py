@@ -189,13 +189,18 @@ def test_a_failed_delete_keeps_the_stack_until_a_delete_succeeds(
     cloudformation = client(proxy.url)
     create(cloudformation, unique_name)
     proxy.settle(unique_name)
-    proxy.fail_next_delete(unique_name, "DestinationBucketPolicy", "The bucket you tried to delete is not empty")
+    proxy.fail_next_delete(
+        unique_name, "DestinationBucketPolicy", "The bucket you tried to delete is not empty", times=2
+    )
     cloudformation.delete_stack(StackName=unique_name)
     assert proxy.release(unique_name) == "DELETE_FAILED"
+    cloudformation.delete_stack(StackName=unique_name)  # tried again: fails the second time too
+    assert proxy.release(unique_name) == "DELETE_FAILED"
     assert stack(client(moto_server.endpoint_url), unique_name)  # still in moto
-    assert failed_events(cloudformation, unique_name) == [
-        ("DestinationBucketPolicy", "DELETE_FAILED", "The bucket you tried to delete is not empty")
-    ]
+    assert (
+        failed_events(cloudformation, unique_name)
+        == [("DestinationBucketPolicy", "DELETE_FAILED", "The bucket you tried to delete is not empty")] * 2
+    )
     assert stack(cloudformation, unique_name)["StackStatusReason"].startswith(
         "The following resource(s) failed to delete: [DestinationBucketPolicy]."
     )

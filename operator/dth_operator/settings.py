@@ -27,6 +27,15 @@ class OperatorSettings(BaseModel):
     observe_interval: float = Field(30.0, gt=0, description="seconds between checks of a task's stack and progress")
     metrics_port: int = Field(8080, ge=0, le=65535, description="0: no metrics endpoint")
     alarm_email: str = ""
+    cluster_id: str = Field(
+        "default",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$",
+        description="this operator's identity in the AWS account: in its secrets' names and in the owner tags of "
+        "its stacks and secrets, so that clusters sharing an account never touch each other's",
+    )
+    stack_retry_delay: float = Field(
+        10.0, gt=0, description="seconds before the first check of a stack in progress; doubles up to 5 minutes"
+    )
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -43,6 +52,8 @@ class OperatorSettings(BaseModel):
             "observe_interval": "DTH_OBSERVE_INTERVAL",
             "metrics_port": "DTH_METRICS_PORT",
             "alarm_email": "DTH_ALARM_EMAIL",
+            "cluster_id": "DTH_CLUSTER_ID",
+            "stack_retry_delay": "DTH_STACK_RETRY_DELAY",
         }
         values: dict[str, object] = {}
         for field, variable in names.items():

@@ -35,7 +35,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -78,6 +78,7 @@ class Failure:
     reason: str
     resource_type: str = "AWS::ECS::Service"
     rollback_reason: str | None = None
+    times: int = 1  # how many of the stack's next operations of this kind fail
 
 
 @dataclass
@@ -143,11 +144,11 @@ class CfnProxy:
     # --- the test's controls --------------------------------------------------------------------------
 
     def fail_next_create(
-        self, stack: str, resource: str, reason: str, resource_type: str = "AWS::ECS::Service"
+        self, stack: str, resource: str, reason: str, resource_type: str = "AWS::ECS::Service", *, times: int = 1
     ) -> None:
-        """The stack's next CreateStack fails on `resource`: CREATE_IN_PROGRESS, ROLLBACK_IN_PROGRESS, then
-        ROLLBACK_COMPLETE."""
-        self._script("create", stack, Failure(resource, reason, resource_type))
+        """The stack's next CreateStack (`times` of them) fails on `resource`: CREATE_IN_PROGRESS,
+        ROLLBACK_IN_PROGRESS, then ROLLBACK_COMPLETE."""
+        self._script("create", stack, Failure(resource, reason, resource_type, times=times))
 
     def fail_next_update(
         self,
@@ -157,22 +158,25 @@ class CfnProxy:
         *,
         rollback_reason: str | None = None,
         resource_type: str = "AWS::ECS::Service",
+        times: int = 1,
     ) -> None:
         """The stack's next UpdateStack fails on `resource` and rolls back to UPDATE_ROLLBACK_COMPLETE, or, with a
         `rollback_reason`, the rollback fails too: UPDATE_ROLLBACK_FAILED."""
-        self._script("update", stack, Failure(resource, reason, resource_type, rollback_reason))
+        self._script("update", stack, Failure(resource, reason, resource_type, rollback_reason, times))
 
     def fail_next_delete(
-        self, stack: str, resource: str, reason: str, resource_type: str = "AWS::ECS::Service"
+        self, stack: str, resource: str, reason: str, resource_type: str = "AWS::ECS::Service", *, times: int = 1
     ) -> None:
-        """The stack's next DeleteStack fails on `resource`: DELETE_FAILED, and the stack stays."""
-        self._script("delete", stack, Failure(resource, reason, resource_type))
+        """The stack's next DeleteStack (`times` of them) fails on `resource`: DELETE_FAILED, and the stack
+        stays."""
+        self._script("delete", stack, Failure(resource, reason, resource_type, times=times))
 
     def fail_next_continue_rollback(
-        self, stack: str, resource: str, reason: str, resource_type: str = "AWS::ECS::Service"
+        self, stack: str, resource: str, reason: str, resource_type: str = "AWS::ECS::Service", *, times: int = 1
     ) -> None:
-        """The stack's next ContinueUpdateRollback fails again: back to UPDATE_ROLLBACK_FAILED."""
-        self._script("continue", stack, Failure(resource, reason, resource_type))
+        """The stack's next ContinueUpdateRollback (`times` of them) fails again: back to
+        UPDATE_ROLLBACK_FAILED."""
+        self._script("continue", stack, Failure(resource, reason, resource_type, times=times))
 
     def status(self, stack: str) -> str | None:
         """The stack's status as the proxy reports it; None for a stack it does not track (or deleted)."""
@@ -204,6 +208,13 @@ class CfnProxy:
     def _script(self, operation: str, stack: str, failure: Failure) -> None:
         with self._lock:
             self._failures[(operation, stack)] = failure
+
+    def _scripted(self, operation: str, stack: str) -> Failure | None:
+        """The failure scripted for this operation on the stack, if any (counting it down)."""
+        failure = self._failures.pop((operation, stack), None)
+        if failure is not None and failure.times > 1:
+            self._failures[(operation, stack)] = replace(failure, times=failure.times - 1)
+        return failure
 
     # --- life cycle -----------------------------------------------------------------------------------
 
@@ -252,7 +263,7 @@ class CfnProxy:
         tracked.deadline = time.monotonic() + self.hold
 
     def _create(self, tracked: TrackedStack) -> None:
-        failure = self._failures.pop(("create", tracked.name), None)
+        failure = self._scripted("create", tracked.name)
         if failure is None:
             self._begin(tracked, "CREATE_IN_PROGRESS", [Step("CREATE_COMPLETE")])
             return
@@ -284,7 +295,7 @@ class CfnProxy:
 
     def _delete(self, tracked: TrackedStack, request: tuple[dict[str, str], bytes]) -> None:
         tracked.delete_request = request
-        failure = self._failures.pop(("delete", tracked.name), None)
+        failure = self._scripted("delete", tracked.name)
         if failure is None:
             self._begin(tracked, "DELETE_IN_PROGRESS", [Step("DELETE_COMPLETE", delete_upstream=True)])
             return
@@ -296,7 +307,7 @@ class CfnProxy:
         )
 
     def _continue_rollback(self, tracked: TrackedStack) -> None:
-        failure = self._failures.pop(("continue", tracked.name), None)
+        failure = self._scripted("continue", tracked.name)
         if failure is None:
             end = Step("UPDATE_ROLLBACK_COMPLETE")
         else:
@@ -335,7 +346,7 @@ class CfnProxy:
                     return _error(f"Stack:{tracked.stack_id} is in {tracked.status} state and can not be updated.")
                 if content == tracked.content:
                     return _error("No updates are to be performed.")
-                failure = self._failures.pop(("update", tracked.name), None)
+                failure = self._scripted("update", tracked.name)
                 if failure is None:
                     answer = self._forward("POST", "/", headers, body)
                     if answer.status != 200:

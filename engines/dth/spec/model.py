@@ -397,4 +397,8 @@ class TransferTaskStatus(SpecModel):
     dead_letter_depth: int | None = None
     stack_name: str | None = None
     stack_id: str | None = None
+    stack_generation: int | None = Field(None, description="the generation last sent to CloudFormation")
+    recovery_attempts: int | None = Field(
+        None, description="automatic recoveries tried for the stack's failure (a re-create, a continued rollback)"
+    )
     last_run: str | None = None
