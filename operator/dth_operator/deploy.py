@@ -149,7 +149,7 @@ class Deployment:
         failure = first_failure(self.cloudformation, self.name) or "no reason given"
         if self.attempts >= MAX_RECREATES:
             raise StackBlockedError(
-                "CreateFailed", f"stack {self.name} could not be created in {self.attempts} tries: {failure}"
+                "CreateFailed", f"stack {self.name} could not be created in {self.attempts + 1} tries: {failure}"
             )
         self.attempts += 1
         self.events.append(

@@ -80,8 +80,8 @@ def copy_secret(secretsmanager: Any, owner: Owner, secret_name: str, required: t
             if not owner.owns(existing.get("Tags")):
                 raise SecretNotOwnedError(
                     f"Secrets Manager secret {identifier} belongs to another owner (its tags: "
-                    f"{_owner_text(existing.get('Tags'))}); it is left alone: delete it, or give this operator "
-                    "another cluster id"
+                    f"{_owner_text(existing.get('Tags'))}); it is left alone: delete it if it is a leftover of an "
+                    "earlier task of this name, or give each cluster sharing the account its own cluster id"
                 )
             return str(secretsmanager.put_secret_value(SecretId=existing["ARN"], SecretString=document)["ARN"])
         try:
