@@ -80,6 +80,7 @@ class Deployment:
     sent_generation: int | None = None
     attempts: int = 0
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    ours: bool = False  # the stack exists (or is being created) and carries this task's UID
 
     @property
     def name(self) -> str:
@@ -90,6 +91,7 @@ class Deployment:
         if stack is None or stack.status == "DELETE_COMPLETE":
             self.cloudformation.create_stack(**self.arguments)
             self.sent_generation = self.generation
+            self.ours = True
             raise StackWaitError("Creating", f"stack {self.name} is being created")
         if not stack.owned_by(self.uid):
             raise StackBlockedError(
@@ -97,6 +99,7 @@ class Deployment:
                 f"stack {self.name} belongs to another resource (tag {UID_TAG}={stack.uid}, cluster {stack.cluster}): "
                 "it is left alone; delete it or rename this task",
             )
+        self.ours = True
         if stack.in_progress:
             raise StackWaitError(
                 "StackBusy", f"stack {self.name} is {stack.status}; generation {self.generation} is applied after"

@@ -196,8 +196,10 @@ def _blocked(
 
 
 def _remember(deployment: Deployment, body: kopf.Body, patch: kopf.Patch) -> None:
-    """What the task's status keeps about its stack, whatever the step's outcome; and the step's Events."""
-    patch.status["stackName"] = deployment.name
+    """What the task's status keeps about its stack, whatever the step's outcome; and the step's Events. A stack
+    that is not (yet) the task's own is not recorded: observe would report its state as the task's."""
+    if deployment.ours:
+        patch.status["stackName"] = deployment.name
     patch.status["stackGeneration"] = deployment.sent_generation
     patch.status["recoveryAttempts"] = deployment.attempts
     for kind, reason, message in deployment.events:
