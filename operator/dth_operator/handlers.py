@@ -157,8 +157,10 @@ def _stack_name_for(status: kopf.Status, namespace: str, name: str, uid: str) ->
 
 
 def backoff(retry: int) -> float:
-    """Seconds before the next look at a stack in progress (or a failed delete): doubling, at most 5 minutes."""
-    return float(min(SETTINGS.stack_retry_delay * 2 ** min(retry, 10), 300.0))
+    """Seconds before the next look at a stack in progress (or a failed delete): the setting's delay, doubling
+    with each try, at most twelve times the delay (two minutes by default)."""
+    base = SETTINGS.stack_retry_delay
+    return float(min(base * 2 ** min(retry, 4), 12 * base))
 
 
 def _conditions(status: Mapping[str, Any], *updates: Condition) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ class OperatorSettings(BaseModel):
         "its stacks and secrets, so that clusters sharing an account never touch each other's",
     )
     stack_retry_delay: float = Field(
-        10.0, gt=0, description="seconds before the first check of a stack in progress; doubles up to 5 minutes"
+        10.0, gt=0, description="seconds before the first check of a stack in progress; doubles, up to 12 times this"
     )
 
     @classmethod
