@@ -187,6 +187,7 @@ def _blocked(
     logger.error(message)
     kopf.warn(body, reason=reason, message=message)
     synced = condition("StackSynced", False, reason, message)
+    patch.status["stackSync"] = {"reason": reason, "message": message}
     if isinstance(error, StackBlockedError) and error.degraded:
         patch.status["conditions"] = _conditions(status, synced, condition("Degraded", True, reason, message))
     else:
@@ -278,6 +279,7 @@ def reconcile(
             delay = backoff(retry)
             logger.info(f"{wait.message}; next look in {delay:.0f} s")
             patch.status["conditions"] = _conditions(status, condition("StackSynced", False, wait.reason, wait.message))
+            patch.status["stackSync"] = {"reason": wait.reason, "message": wait.message}
             if status.get("phase") in (None, Phase.PENDING.value, Phase.INVALID.value, Phase.FAILED.value):
                 patch.status["phase"] = Phase.PROVISIONING.value
                 patch.status["message"] = wait.message
@@ -293,6 +295,7 @@ def reconcile(
             raise _refused(error, body, patch, logger) from None
         logger.info(f"stack {stack} {action.value}: generation {generation}")
         patch.status["observedGeneration"] = generation
+        patch.status["stackSync"] = None
         patch.status["conditions"] = _conditions(
             status, condition("StackSynced", True, "Applied", f"generation {generation}")
         )
@@ -324,10 +327,11 @@ def observe(
     namespace = namespace or "default"
     if status.get("phase") in (Phase.INVALID.value, None) or not status.get("stackName"):
         return
+    if meta.get("deletionTimestamp"):
+        return  # being deleted: the finalizer's handler reports on the stack now
     with timed("observe"):
         aws = clients()
-        previous = {c.get("type"): c for c in status.get("conditions") or []}
-        synced_before = previous.get("StackSynced") or {}
+        synced_before = dict(status.get("stackSync") or {})  # reconcile's own field: never stale for long
         pending = int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0)
         try:
             stack = describe(aws.cloudformation, status["stackName"])
@@ -375,10 +379,9 @@ def observe(
         else:
             synced = condition("StackSynced", not stack.in_progress and not stack.failed, stack.status, stack.reason)
         if pending and stack.status == "UPDATE_ROLLBACK_COMPLETE":
-            degraded_before = previous.get("Degraded") or {}
             why = (
-                str(degraded_before.get("message"))
-                if degraded_before.get("reason") == "UpdateRolledBack"
+                str(synced_before.get("message"))
+                if synced_before.get("reason") == "UpdateRolledBack"
                 else first_failure(aws.cloudformation, stack.name)
             )
             degraded = condition("Degraded", True, "UpdateRolledBack", why)
@@ -406,7 +409,7 @@ def observe(
 
 def _pending_synced(before: dict[str, Any], generation: int) -> Condition:
     """StackSynced while the spec's generation is not applied: False, saying why (reconcile's reason, if any)."""
-    if before.get("status") == "False" and before.get("reason"):
+    if before.get("reason"):
         return condition("StackSynced", False, str(before["reason"]), str(before.get("message", "")))
     return condition("StackSynced", False, "Pending", f"generation {generation} is not applied yet")
 
