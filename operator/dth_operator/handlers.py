@@ -503,6 +503,7 @@ def _delete_stack(state: StackState, body: kopf.Body, namespace: str, name: str,
     if state.status != "DELETE_IN_PROGRESS":
         aws.cloudformation.delete_stack(StackName=state.name)
         logger.info(f"stack {state.name} deleting")
+        write_status(namespace, name, {"phase": Phase.DELETING.value, "message": f"deleting stack {state.name}"})
     raise kopf.TemporaryError(f"waiting for stack {state.name} to be deleted", delay=delay)
 
 
