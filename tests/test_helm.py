@@ -404,7 +404,14 @@ FULL_PLUGIN_VALUES: dict[str, Any] = {
         "alarmEmail": "ops@example.com",
         "permissionsBoundary": "arn:aws:iam::123456789012:policy/dth-boundary",
     },
-    "operator": {"observeInterval": 12.5, "verbose": True, "logFormat": "text", "extraArgs": ["--priority=5"]},
+    "operator": {
+        "observeInterval": 12.5,
+        "stackRetryDelay": 2.5,
+        "clusterId": "eu-prod-2",
+        "verbose": True,
+        "logFormat": "text",
+        "extraArgs": ["--priority=5"],
+    },
     "metrics": {"port": 9100},
     "image": {"repository": "registry.example/dth/operator", "tag": "1.2.3", "pullPolicy": "Always"},
 }
@@ -433,6 +440,8 @@ def test_every_operator_setting_has_a_value_and_the_operator_reads_them_back(hel
     assert settings.permissions_boundary == "arn:aws:iam::123456789012:policy/dth-boundary"
     assert str(settings.tenant_policy) == "/etc/dth/tenancy/policy.yaml"
     assert settings.webhook_port == 9443 and str(settings.webhook_cert_dir) == "/etc/dth/webhook"
+    assert settings.cluster_id == "eu-prod-2"
+    assert settings.stack_retry_delay == 2.5
     assert env["AWS_ENDPOINT_URL"] == "http://moto.aws.svc:5000"
     assert out.container["image"] == "registry.example/dth/operator:1.2.3"
     assert out.container["imagePullPolicy"] == "Always"
@@ -442,6 +451,7 @@ def test_every_operator_setting_has_a_value_and_the_operator_reads_them_back(hel
     defaults = OperatorSettings.from_environment({k: v for k, v in rendered(helm).env.items() if isinstance(v, str)})
     assert defaults.subnets == () and defaults.cluster == "" and defaults.assign_public_ip is False
     assert defaults.observe_interval == 30 and defaults.metrics_port == 8080
+    assert defaults.cluster_id == "default" and defaults.stack_retry_delay == 10
 
 
 @pytest.mark.parametrize(
@@ -454,6 +464,8 @@ def test_every_operator_setting_has_a_value_and_the_operator_reads_them_back(hel
         ({"plugin": {"subnets": ["subnet-1,subnet-2"]}}, "plugin.subnets.0"),
         ({"operator": {"observeInterval": 0}}, "operator.observeInterval"),
         ({"operator": {"logFormat": "yaml"}}, "operator.logFormat"),
+        ({"operator": {"clusterId": "Prod_EU"}}, "operator.clusterId"),
+        ({"operator": {"stackRetryDelay": 0}}, "operator.stackRetryDelay"),
         ({"replicas": 2}, "Additional property replicas is not allowed"),
         ({"watch": {"mode": "clusterWide", "namespaces": ["a"]}}, "watch.namespaces is for watch.mode namespaced"),
     ],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dth.devtools.cfnproxy import CfnProxy
 from dth.devtools.ecs_runner import EcsRunner
 from dth.devtools.faultproxy import Fault, FaultProxy
 from dth.devtools.kubernetes import LocalKubernetes
@@ -27,6 +29,7 @@ from dth.devtools.ports import free_port
 from dth.devtools.sites import S3Site
 from dth.devtools.stacks import LocalStacks
 from dth.devtools.waiting import wait_for
+from dth_operator.stacks import stack_name
 
 
 class Cluster:
@@ -89,14 +92,17 @@ def start_operator(
         priority: int = 0,
         liveness: str = "",
         settings: dict[str, str] | None = None,
+        kubeconfig: Path | None = None,
+        namespaces: list[str] | None = None,
     ) -> subprocess.Popen[str]:
         env = operator_environment(
-            kubernetes.kubeconfig,
+            kubeconfig or kubernetes.kubeconfig,
             endpoint or moto_server.endpoint_url,
             network,
             engine_image="dth-engine:test",
             observe_interval=1,
             metrics_port=metrics_port if not started else free_port(),  # replicas side by side
+            stack_retry_delay=0.5,
         )
         env.update(settings or {})
         log = (tmp_path / f"operator-{len(started)}.log").open("w")  # closed when the test's tmp_path goes
@@ -106,8 +112,7 @@ def start_operator(
                 sys.executable,
                 "-m",
                 "dth_operator",
-                "--namespace",
-                cluster.namespace,
+                *[arg for namespace in namespaces or [cluster.namespace] for arg in ("--namespace", namespace)],
                 *where,
                 "--liveness",
                 liveness,
@@ -209,7 +214,7 @@ def test_apply_runs_the_transfer_and_reports_success(
     start_operator()
     cluster.apply(transfer_task("copy", rgw_site, f"{unique_name}-a", f"{unique_name}-b"))
     (stack,) = wait_for(lambda: stacks(aws, unique_name), what="the plugin stack")
-    assert stack["StackName"] == f"dth-{unique_name}-copy"
+    assert stack["StackName"] == stack_name("default", unique_name, "copy")
     assert parameters(stack)["SourceBucket"] == f"{unique_name}-a"
     assert parameters(stack)["SourceCredentialsSecretsManagerArn"].startswith("arn:aws:secretsmanager:")
     assert rgw_site.secret_key not in json.dumps(stack, default=str)
@@ -295,7 +300,7 @@ def test_update_suspend_delete_and_retain(
     wait_for(lambda: stacks(aws, unique_name), what="the retained task's stack")
     cluster.kubectl("delete", "tt", "kept", "--wait=false")
     wait_for(lambda: cluster.task("kept") is None, what="the retained task to go")
-    assert [s["StackName"] for s in stacks(aws, unique_name)] == [f"dth-{unique_name}-kept"]
+    assert [s["StackName"] for s in stacks(aws, unique_name)] == [stack_name("default", unique_name, "kept")]
 
 
 @pytest.mark.operator_e2e
@@ -549,3 +554,338 @@ def test_a_missing_bucket_fails_the_task_with_a_message_that_names_it(
     )
     assert warned[0][0] == "Warning" and f"{unique_name}-missing" in warned[0][2]
     assert rgw_site.secret_key not in json.dumps(cluster.status("nowhere"))
+
+
+# --- stack states, through the CloudFormation stand-in (dth.devtools.cfnproxy) ---------------------------
+
+
+def conditions(cluster: Cluster, name: str) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in cluster.status(name).get("conditions", [])}
+
+
+def stack_exists(aws: LocalStacks, name: str) -> bool:
+    return any(s["StackName"] == name for s in stacks_of(aws))
+
+
+def stacks_of(aws: LocalStacks) -> list[dict[str, Any]]:
+    found = aws.cloudformation.describe_stacks()["Stacks"]
+    return [s for s in found if s["StackStatus"] != "DELETE_COMPLETE"]
+
+
+def synced(cluster: Cluster, name: str) -> dict[str, Any]:
+    return conditions(cluster, name).get("StackSynced", {})
+
+
+def generation(cluster: Cluster, name: str) -> int:
+    return int((cluster.task(name) or {}).get("metadata", {}).get("generation", 0))
+
+
+def applied(cluster: Cluster, name: str) -> bool:
+    """The task's current generation is applied and its stack in sync."""
+    status = cluster.status(name)
+    return (
+        status.get("observedGeneration") == generation(cluster, name) and synced(cluster, name).get("status") == "True"
+    )
+
+
+@pytest.mark.operator_e2e
+def test_a_spec_change_while_the_stack_is_in_progress_waits_and_is_applied_after(
+    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
+) -> None:
+    cluster.apply(secret("rgw-keys", rgw_site))
+    with CfnProxy(moto_server.endpoint_url, hold=600) as cfn:  # each phase ends when the test releases it
+        start_operator(cfn.url)
+        task = transfer_task("busy", rgw_site, "bucket-a", "bucket-b")
+        cluster.apply(task)
+        (created,) = wait_for(lambda: stacks(aws, cluster.namespace), what="the stack")
+        name = created["StackName"]
+        wait_for(lambda: cfn.status(name) == "CREATE_IN_PROGRESS", what="the create")
+        task["spec"]["options"]["workers"] = 7
+        cluster.apply(task)  # generation 2 while CloudFormation is still creating
+        wait_for(
+            lambda: (
+                synced(cluster, "busy").get("reason") == "StackBusy"
+                and "generation 2" in synced(cluster, "busy").get("message", "")
+            ),
+            what="StackSynced=False saying why generation 2 waits",
+            detail=lambda: cluster.status("busy"),
+        )
+        assert cluster.status("busy").get("observedGeneration") != 2
+        assert cluster.phase("busy") == "Provisioning"  # not Failed: nothing is wrong, only busy
+        cfn.release(name)  # CREATE_COMPLETE: the waiting spec is sent now
+        wait_for(lambda: cfn.status(name) == "UPDATE_IN_PROGRESS", what="the update of generation 2")
+        task["spec"]["options"]["workers"] = 9
+        cluster.apply(task)  # generation 3 while generation 2 is being applied
+        wait_for(
+            lambda: "generation 3" in synced(cluster, "busy").get("message", ""),
+            what="generation 3 waiting",
+            detail=lambda: cluster.status("busy"),
+        )
+        cfn.release(name)
+        wait_for(lambda: cfn.calls["UpdateStack"] >= 2 and cfn.status(name) == "UPDATE_IN_PROGRESS", what="update 3")
+        cfn.release(name)
+        wait_for(lambda: applied(cluster, "busy"), what="generation 3 applied", detail=lambda: cluster.status("busy"))
+    assert parameters(stacks(aws, cluster.namespace)[0])["OptionsWorkers"] == "9"
+    assert not [e for e in events(cluster, "busy") if e[0] == "Warning"]
+
+
+@pytest.mark.operator_e2e
+def test_a_create_that_rolls_back_is_deleted_and_created_again_then_fails_after_three_tries(
+    cluster: Cluster, start_operator: Callable[..., Any], moto_server: MotoServer, rgw_site: S3Site
+) -> None:
+    cluster.apply(secret("rgw-keys", rgw_site))
+    once, always = stack_name("default", cluster.namespace, "once"), stack_name("default", cluster.namespace, "always")
+    with CfnProxy(moto_server.endpoint_url, hold=0.3) as cfn:
+        cfn.fail_next_create(once, "WorkerService", "subnet-0123 does not exist")
+        cfn.fail_next_create(always, "QueuePolicy", "Invalid policy document", "AWS::SQS::QueuePolicy", times=3)
+        start_operator(cfn.url)
+        cluster.apply(transfer_task("once", rgw_site, "bucket-a", "bucket-b"))
+        cluster.apply(transfer_task("always", rgw_site, "bucket-c", "bucket-d"))
+        wait_for(
+            lambda: applied(cluster, "once"), what="the second create to succeed", detail=lambda: cluster.status("once")
+        )
+        assert cfn.status(once) == "CREATE_COMPLETE"
+        rolled_back = [e for e in events(cluster, "once") if e[1] == "StackRolledBack"]
+        assert rolled_back and rolled_back[0][0] == "Warning"
+        assert "WorkerService: subnet-0123 does not exist" in rolled_back[0][2]
+        assert not [e for e in events(cluster, "once") if e[1] == "Failed"]  # recovering is not failing
+        wait_for(
+            lambda: synced(cluster, "always").get("reason") == "CreateFailed",
+            what="the third failure to fail the task",
+            detail=lambda: cluster.status("always"),
+        )
+        wait_for(lambda: cluster.phase("always") == "Failed", what="phase Failed")
+        status = cluster.status("always")
+        assert "QueuePolicy: Invalid policy document" in status["message"]
+        assert "3 tries" in synced(cluster, "always")["message"]
+        assert cfn.status(always) == "ROLLBACK_COMPLETE"
+        assert [e[1] for e in events(cluster, "always")].count("StackRolledBack") == 2
+
+
+@pytest.mark.operator_e2e
+def test_an_update_that_rolls_back_keeps_the_task_running_degraded_until_the_next_change(
+    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
+) -> None:
+    cluster.apply(secret("rgw-keys", rgw_site))
+    name = stack_name("default", cluster.namespace, "rollback")
+    with CfnProxy(moto_server.endpoint_url, hold=0.3) as cfn:
+        start_operator(cfn.url)
+        task = transfer_task("rollback", rgw_site, "bucket-a", "bucket-b")
+        cluster.apply(task)
+        wait_for(lambda: applied(cluster, "rollback"), what="the stack", detail=lambda: cluster.status("rollback"))
+        cfn.fail_next_update(name, "WorkerTaskDefinition", "Invalid CPU or memory value specified")
+        task["spec"]["options"]["workers"] = 7
+        cluster.apply(task)
+        wait_for(
+            lambda: conditions(cluster, "rollback").get("Degraded", {}).get("reason") == "UpdateRolledBack",
+            what="Degraded=True naming the resource",
+            detail=lambda: cluster.status("rollback"),
+        )
+        degraded = conditions(cluster, "rollback")["Degraded"]
+        assert degraded["status"] == "True"
+        assert "WorkerTaskDefinition: Invalid CPU or memory value specified" in degraded["message"]
+        assert synced(cluster, "rollback")["reason"] == "UpdateRolledBack"
+        assert cfn.status(name) == "UPDATE_ROLLBACK_COMPLETE"
+        assert parameters(aws.describe(name))["OptionsWorkers"] == "4"  # the previous spec still runs
+        time.sleep(2)  # a few observe ticks: they must keep saying why, and not fail the task
+        assert cluster.phase("rollback") != "Failed"
+        assert conditions(cluster, "rollback")["Degraded"]["reason"] == "UpdateRolledBack"
+        assert cluster.status("rollback")["observedGeneration"] == 1
+        task["spec"]["options"]["workers"] = 9
+        cluster.apply(task)  # the next spec change is tried again
+        wait_for(lambda: applied(cluster, "rollback"), what="generation 3", detail=lambda: cluster.status("rollback"))
+        assert parameters(aws.describe(name))["OptionsWorkers"] == "9"
+        wait_for(
+            lambda: conditions(cluster, "rollback")["Degraded"]["status"] == "False",
+            what="Degraded=False after the next update",
+        )
+
+
+@pytest.mark.operator_e2e
+def test_a_failed_rollback_is_continued_or_reported_when_it_cannot_be(
+    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
+) -> None:
+    cluster.apply(secret("rgw-keys", rgw_site))
+    fixed, stuck = (stack_name("default", cluster.namespace, task) for task in ("fixed", "stuck"))
+    with CfnProxy(moto_server.endpoint_url, hold=0.3) as cfn:
+        start_operator(cfn.url)
+        tasks = {name: transfer_task(name, rgw_site, f"{name}-a", f"{name}-b") for name in ("fixed", "stuck")}
+        for task in tasks.values():
+            cluster.apply(task)
+        for name in tasks:
+            wait_for(lambda: applied(cluster, name), what=f"{name}'s stack")  # noqa: B023 - called at once
+        for stack in (fixed, stuck):
+            cfn.fail_next_update(stack, "Table", "update refused", rollback_reason="Table was modified outside")
+        cfn.fail_next_continue_rollback(stuck, "Table", "Table still modified outside", times=5)
+        for task in tasks.values():
+            task["spec"]["options"]["workers"] = 6
+            cluster.apply(task)
+        # ContinueUpdateRollback brings `fixed` back, and its spec is sent again.
+        wait_for(lambda: applied(cluster, "fixed"), what="fixed to be applied", detail=lambda: cluster.status("fixed"))
+        assert cfn.calls["ContinueUpdateRollback"] >= 1
+        continued = [e for e in events(cluster, "fixed") if e[1] == "ContinuingRollback"]
+        assert continued and "Table: Table was modified outside" in continued[0][2]
+        assert parameters(aws.describe(fixed))["OptionsWorkers"] == "6"
+        # `stuck` keeps failing: after two tries, a condition and an Event that say what to do.
+        wait_for(
+            lambda: synced(cluster, "stuck").get("reason") == "UpdateRollbackFailed",
+            what="the condition on stuck",
+            detail=lambda: cluster.status("stuck"),
+        )
+        message = synced(cluster, "stuck")["message"]
+        assert "continue-update-rollback" in message and "Table still modified outside" in message
+        assert [e for e in events(cluster, "stuck") if e[1] == "UpdateRollbackFailed" and e[0] == "Warning"]
+        assert cfn.status(stuck) == "UPDATE_ROLLBACK_FAILED"
+        wait_for(lambda: cluster.phase("stuck") == "Failed", what="stuck to be Failed")
+
+
+@pytest.mark.operator_e2e
+def test_a_failed_delete_warns_and_is_retried_with_backoff(
+    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
+) -> None:
+    cluster.apply(secret("rgw-keys", rgw_site))
+    name = stack_name("default", cluster.namespace, "sticky")
+    with CfnProxy(moto_server.endpoint_url, hold=0.3) as cfn:
+        start_operator(cfn.url)
+        cluster.apply(transfer_task("sticky", rgw_site, "bucket-a", "bucket-b"))
+        wait_for(lambda: applied(cluster, "sticky"), what="the stack", detail=lambda: cluster.status("sticky"))
+        cfn.fail_next_delete(name, "DestinationBucketPolicy", "The bucket you tried to delete is not empty", times=2)
+        cluster.kubectl("delete", "tt", "sticky", "--wait=false")
+        warned = wait_for(
+            lambda: [e for e in events(cluster, "sticky") if e[1] == "StackDeleteFailed"],
+            what="a Warning naming the resource",
+        )
+        assert warned[0][0] == "Warning"
+        assert "DestinationBucketPolicy: The bucket you tried to delete is not empty" in warned[0][2]
+        assert "dth.io/deletion-policy=retain" in warned[0][2]
+        wait_for(lambda: synced(cluster, "sticky").get("reason") == "DeleteFailed", what="the condition")
+        wait_for(lambda: cluster.task("sticky") is None, what="the delete to succeed on the third try")
+        assert cfn.calls["DeleteStack"] == 3  # one per failure and the last: no DeleteStack loop meanwhile
+        waits = sorted(
+            float(re.search(r"next look in (\d+) s", e[2]).group(1))  # type: ignore[union-attr]
+            for e in events(cluster, "sticky")
+            if e[1] == "StackDeleteFailed"
+        )
+        assert len(waits) == 2 and waits[0] < waits[1]  # backoff: each wait longer than the one before
+    assert stacks(aws, cluster.namespace) == []
+
+
+# --- ownership: never touch another task's stack or secret --------------------------------------------
+
+
+@pytest.mark.operator_e2e
+def test_tasks_whose_names_read_alike_get_their_own_stacks_and_deleting_one_keeps_the_other(
+    kubernetes: LocalKubernetes,
+    cluster: Cluster,
+    start_operator: Callable[..., Any],
+    aws: LocalStacks,
+    rgw_site: S3Site,
+    unique_name: str,
+) -> None:
+    # dth-<ns>-x-y-z twice under the old names: namespace "<ns>" with task "x-y-z", namespace "<ns>-x" with "y-z".
+    other = Cluster(kubernetes, f"{unique_name}-x")
+    kubernetes.kubectl("create", "namespace", other.namespace)
+    try:
+        for where in (cluster, other):
+            where.apply(secret("rgw-keys", rgw_site))
+        start_operator(namespaces=[cluster.namespace, other.namespace])
+        cluster.apply(transfer_task("x-y-z", rgw_site, "bucket-a", "bucket-b"))
+        other.apply(transfer_task("y-z", rgw_site, "bucket-c", "bucket-d"))
+        wait_for(lambda: applied(cluster, "x-y-z"), what="the first task", detail=lambda: cluster.status("x-y-z"))
+        wait_for(lambda: applied(other, "y-z"), what="the second task", detail=lambda: other.status("y-z"))
+        first, second = cluster.status("x-y-z")["stackName"], other.status("y-z")["stackName"]
+        assert first != second
+        other.kubectl("delete", "tt", "y-z", "--wait=false")
+        wait_for(lambda: other.task("y-z") is None, what="the second task to go")
+        assert aws.describe(first)["StackStatus"] == "CREATE_COMPLETE"
+        assert not stack_exists(aws, second)
+    finally:
+        kubernetes.kubectl("delete", "namespace", other.namespace, "--wait=false", check=False)
+
+
+@pytest.mark.operator_e2e
+def test_a_stack_or_secret_of_another_owner_is_reported_and_never_touched(
+    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
+) -> None:
+    cluster.apply(secret("rgw-keys", rgw_site))
+    # A stack under the name this task will get, made by someone else (another UID).
+    taken = stack_name("default", cluster.namespace, "taken")
+    aws.cloudformation.create_stack(
+        StackName=taken,
+        TemplateBody=json.dumps({"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}),
+        Tags=[{"Key": "dth.io/uid", "Value": "someone-else"}, {"Key": "dth.io/cluster", "Value": "default"}],
+    )
+    # A Secrets Manager secret under the name this task's copy will get, with another owner's tags.
+    secretsmanager = aws.client("secretsmanager")
+    foreign = f"dth/default/{cluster.namespace}/borrowed/rgw-keys"
+    secretsmanager.create_secret(
+        Name=foreign, SecretString="theirs", Tags=[{"Key": "dth.io/uid", "Value": "someone-else"}]
+    )
+    start_operator()
+    cluster.apply(transfer_task("taken", rgw_site, "bucket-a", "bucket-b"))
+    cluster.apply(transfer_task("borrowed", rgw_site, "bucket-c", "bucket-d"))
+    for name, reason in (("taken", "StackNotOwned"), ("borrowed", "SecretNotOwned")):
+        wait_for(
+            lambda: synced(cluster, name).get("reason") == reason,  # noqa: B023 - called at once
+            what=f"{reason} on {name}",
+            detail=lambda: cluster.status(name),  # noqa: B023
+        )
+        assert cluster.phase(name) == "Failed"
+        assert [e for e in events(cluster, name) if e[1] == reason and e[0] == "Warning"]
+    assert "someone-else" in synced(cluster, "taken")["message"]
+    assert secretsmanager.get_secret_value(SecretId=foreign)["SecretString"] == "theirs"
+    time.sleep(2)  # observe ticks: the foreign stack's state must not become this task's
+    assert cluster.phase("taken") == "Failed"
+    for name in ("taken", "borrowed"):
+        cluster.kubectl("delete", "tt", name, "--wait=false")
+        wait_for(lambda: cluster.task(name) is None, what=f"{name} to go")  # noqa: B023
+    assert aws.describe(taken)["StackStatus"] == "CREATE_COMPLETE"  # left alone
+    assert secretsmanager.get_secret_value(SecretId=foreign)["SecretString"] == "theirs"
+
+
+@pytest.mark.operator_e2e
+def test_two_clusters_sharing_one_account_never_touch_each_others_stack_or_secret(
+    cluster: Cluster,
+    start_operator: Callable[..., Any],
+    aws: LocalStacks,
+    rgw_site: S3Site,
+    tmp_path: Path,
+) -> None:
+    """Two API servers (two clusters), each with an operator of its own cluster id, the same namespace, the same
+    task and Secret names, and one moto as their shared AWS account."""
+    with LocalKubernetes(tmp_path / "west", controller_manager=False) as west_server:
+        west_server.kubectl("apply", "-f", str(Path(__file__).resolve().parents[1] / "crds" / "transfertask.yaml"))
+        west_server.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/transfertasks.dth.io")
+        west_server.kubectl("create", "namespace", cluster.namespace)
+        east, west = cluster, Cluster(west_server, cluster.namespace)
+        keys = {"east": secret("rgw-keys", rgw_site), "west": secret("rgw-keys", rgw_site)}
+        keys["west"]["data"]["access_key_id"] = base64.b64encode(b"WEST-KEY-ID").decode()
+        east.apply(keys["east"])
+        west.apply(keys["west"])
+        start_operator(settings={"DTH_CLUSTER_ID": "east"})
+        start_operator(settings={"DTH_CLUSTER_ID": "west"}, kubeconfig=west_server.kubeconfig)
+        for where in (east, west):
+            where.apply(transfer_task("copy", rgw_site, "bucket-a", "bucket-b"))
+        for where in (east, west):
+            wait_for(lambda: applied(where, "copy"), what="both tasks applied", detail=lambda: where.status("copy"))  # noqa: B023
+        named = {"east": east.status("copy")["stackName"], "west": west.status("copy")["stackName"]}
+        assert named["east"] != named["west"]
+        for cluster_id, stack in named.items():
+            tags = {t["Key"]: t["Value"] for t in aws.describe(stack)["Tags"]}
+            assert tags["dth.io/cluster"] == cluster_id
+        secretsmanager = aws.client("secretsmanager")
+
+        def copied(cluster_id: str) -> dict[str, str]:
+            name = f"dth/{cluster_id}/{cluster.namespace}/copy/rgw-keys"
+            return dict(json.loads(secretsmanager.get_secret_value(SecretId=name)["SecretString"]))
+
+        assert copied("east")["access_key_id"] == rgw_site.access_key
+        assert copied("west")["access_key_id"] == "WEST-KEY-ID"
+        west.kubectl("delete", "tt", "copy", "--wait=false")
+        wait_for(lambda: west.task("copy") is None, what="west's task to go")
+        assert aws.describe(named["east"])["StackStatus"] == "CREATE_COMPLETE"
+        assert copied("east")["access_key_id"] == rgw_site.access_key
+        assert not stack_exists(aws, named["west"])
+        assert not secretsmanager.list_secrets(Filters=[{"Key": "name", "Values": [f"dth/west/{cluster.namespace}/"]}])[
+            "SecretList"
+        ]

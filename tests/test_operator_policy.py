@@ -27,6 +27,7 @@ from dth.devtools.ports import free_port
 from dth.devtools.stacks import LocalStacks
 from dth.devtools.waiting import wait_for
 from dth_operator.admission import NAMESPACE_NAME_LABEL, WEBHOOK_PATH, webhook_configuration
+from dth_operator.secrets import secret_id
 
 SECRETS = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
 
@@ -171,8 +172,13 @@ def the_trespasses(a: Namespace, b: Namespace) -> dict[str, tuple[dict[str, Any]
         ),
         "b-copy": (
             # The operator's copy of a Secret of B's: its name is predictable.
-            s3_task("b-copy", f"{a.name}-data", f"{a.name}-copy", secretsManagerArn=f"{SECRETS}dth/{b.name}/t/k-AbC1"),
-            f"not under the namespace's own prefix dth/{a.name}/",
+            s3_task(
+                "b-copy",
+                f"{a.name}-data",
+                f"{a.name}-copy",
+                secretsManagerArn=f"{SECRETS}dth/default/{b.name}/t/k-AbC1",
+            ),
+            f"not under the namespace's own prefix dth/default/{a.name}/",
         ),
         "b-parameter": (image_task("b-parameter", f"/{b.name}/images"), "ssmParameterPaths of rule tenant-a"),
     }
@@ -301,7 +307,9 @@ def test_changing_a_referenced_secret_reaches_secrets_manager(
 
     def copied(task: str) -> str | None:
         try:
-            value = secretsmanager.get_secret_value(SecretId=f"dth/{a.name}/{task}/source-keys")["SecretString"]
+            value = secretsmanager.get_secret_value(SecretId=secret_id("default", a.name, task, "source-keys"))[
+                "SecretString"
+            ]
         except secretsmanager.exceptions.ResourceNotFoundException:
             return None
         return str(json.loads(value)["secret_access_key"])

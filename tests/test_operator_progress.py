@@ -54,3 +54,11 @@ def test_a_failed_scan_fails_the_task_with_its_reason() -> None:
         Phase.FAILED,
         "the scan failed: destination bucket b does not exist",
     )
+
+
+def test_a_rolled_back_update_keeps_the_task_running_on_its_previous_spec() -> None:
+    rolled_back = StackState(name="s", stack_id="id", status="UPDATE_ROLLBACK_COMPLETE", reason="", uid="u")
+    assert not rolled_back.failed and rolled_back.ready
+    assert phase_of(rolled_back, progress(2, 1), once=False, suspended=False)[0] is Phase.RUNNING
+    for status in ("UPDATE_ROLLBACK_FAILED", "DELETE_FAILED", "ROLLBACK_IN_PROGRESS"):
+        assert StackState(name="s", stack_id="id", status=status, reason="", uid="u").failed

@@ -110,18 +110,21 @@ def test_providers_and_endpoints() -> None:
 
 
 def test_secret_arns_only_under_the_namespaces_own_prefix_or_a_granted_one() -> None:
-    own = {"credentials": {"secretsManagerArn": f"{SECRET}dth/team-a/task/keys-AbC123"}}
+    own = {"credentials": {"secretsManagerArn": f"{SECRET}dth/default/team-a/task/keys-AbC123"}}
     assert POLICY.violations("team-a", s3(source=own)) == []
     granted = {"credentials": {"secretsManagerArn": f"{SECRET}shared/a-keys-AbC123"}}
     assert POLICY.violations("team-a", s3(destination=granted)) == []
     # Another namespace's copy (its name is predictable), and a prefix sharing the namespace's name.
-    for foreign in (f"{SECRET}dth/team-b/task/keys-AbC123", f"{SECRET}dth/team-a-b/task/keys-AbC123"):
+    for foreign in (f"{SECRET}dth/default/team-b/task/keys-AbC123", f"{SECRET}dth/default/team-a-b/task/keys-AbC123"):
         (refusal,) = POLICY.violations("team-a", s3(source={"credentials": {"secretsManagerArn": foreign}}))
         assert refusal.startswith(f"spec.source.credentials.secretsManagerArn '{foreign}'")
-        assert "own prefix dth/team-a/" in refusal and "secretArnPrefixes of rule team-a" in refusal
-    # A namespace no rule covers still reaches its own copies.
-    assert DEFAULT_POLICY.violations("x", s3(source={"credentials": {"secretsManagerArn": f"{SECRET}dth/x/t/k"}})) == []
-    other = {"credentials": {"secretsManagerArn": f"{SECRET}dth/y/t/k"}}
+        assert "own prefix dth/default/team-a/" in refusal and "secretArnPrefixes of rule team-a" in refusal
+    # A namespace no rule covers still reaches its own copies (this cluster's: its id is in the name).
+    assert (
+        DEFAULT_POLICY.violations("x", s3(source={"credentials": {"secretsManagerArn": f"{SECRET}dth/default/x/t/k"}}))
+        == []
+    )
+    other = {"credentials": {"secretsManagerArn": f"{SECRET}dth/default/y/t/k"}}
     assert DEFAULT_POLICY.violations("x", s3(source=other)) != []
 
 

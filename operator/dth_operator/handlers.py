@@ -2,15 +2,16 @@
 stack and the transfer's progress. Run with `python -m dth_operator` (or `kopf run -m dth_operator.handlers`).
 
 State lives in the resource's status; a bad spec is a PermanentError (reported, not retried); AWS
-throttling and 5xx are TemporaryErrors (retried with backoff); a finalizer deletes the stack and the
-task's secrets unless the annotation `dth.io/deletion-policy: retain` asks to keep them.
+throttling and 5xx, and a stack in progress, are TemporaryErrors (retried with backoff); how each stack state
+is met is in deploy.py. A finalizer deletes the stack and the task's secrets unless the annotation
+`dth.io/deletion-policy: retain` asks to keep them; only what carries the task's owner tags is ever touched.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,14 +22,23 @@ from dth.errors import SpecError
 from dth.spec.cfn import image_stack_parameters, s3_stack_parameters
 from dth.spec.image import ImageTaskSpec
 from dth.spec.load import parse_task_spec
-from dth.spec.model import API_GROUP, API_VERSION, PLURAL, Phase, S3TaskSpec
+from dth.spec.model import API_GROUP, API_VERSION, PLURAL, Condition, Phase, S3TaskSpec
 from dth_operator import kube, metrics
 from dth_operator.aws import Clients, count, error_code, error_message, is_retryable, temporary
+from dth_operator.deploy import Deployment, StackBlockedError, StackWaitError, recovering
 from dth_operator.policy import PolicyViolationError, configured_policy
 from dth_operator.progress import condition, merge_conditions, phase_of, read_progress
-from dth_operator.secrets import REQUIRED_KEYS, copy_secret, delete_secrets
+from dth_operator.secrets import REQUIRED_KEYS, Owner, SecretNotOwnedError, copy_secret, delete_secrets
 from dth_operator.settings import OperatorSettings
-from dth_operator.stacks import Action, describe, ensure, first_failure, stack_name, task_name
+from dth_operator.stacks import (
+    UID_TAG,
+    StackState,
+    describe,
+    first_failure,
+    stack_arguments,
+    stack_name,
+    task_name,
+)
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 RETAIN_ANNOTATION = "dth.io/deletion-policy"
@@ -124,16 +134,91 @@ def _invalid(
     return kopf.PermanentError(message)
 
 
-def _secret_arns(spec: S3TaskSpec | ImageTaskSpec, namespace: str, name: str, uid: str) -> dict[str, str]:
+def _secret_arns(spec: S3TaskSpec | ImageTaskSpec, owner: Owner) -> dict[str, str]:
     arns: dict[str, str] = {}
     for side in (spec.source, spec.destination):
         credentials = side.credentials
         if credentials is not None and credentials.secret_name and credentials.secret_name not in arns:
             required = ("username", "password") if isinstance(spec, ImageTaskSpec) else REQUIRED_KEYS
             arns[credentials.secret_name] = copy_secret(
-                clients().secretsmanager, namespace, name, uid, credentials.secret_name, required
+                clients().secretsmanager, owner, credentials.secret_name, required
             )
     return arns
+
+
+def _plugin(task: S3TaskSpec | ImageTaskSpec, namespace: str, name: str, arns: dict[str, str]) -> tuple[Any, Any]:
+    """The plugin template and its parameters for the task."""
+    if isinstance(task, S3TaskSpec):
+        return SETTINGS.s3_template, s3_stack_parameters(
+            task_name(namespace, name), task, SETTINGS.plugin(), secret_arns=arns
+        )
+    return SETTINGS.image_template, image_stack_parameters(
+        task_name(namespace, name), task, SETTINGS.plugin(), secret_arns=arns
+    )
+
+
+def _stack_name_for(status: kopf.Status, namespace: str, name: str, uid: str) -> str:
+    """The task's stack name; a stack recorded in the status under an earlier naming is kept if it is ours."""
+    computed = stack_name(SETTINGS.cluster_id, namespace, name)
+    recorded = status.get("stackName")
+    if recorded and recorded != computed:
+        earlier = describe(clients().cloudformation, recorded)
+        if earlier is not None and earlier.status != "DELETE_COMPLETE" and earlier.owned_by(uid):
+            return str(recorded)
+    return computed
+
+
+def backoff(retry: int) -> float:
+    """Seconds before the next look at a stack in progress (or a failed delete): the setting's delay, doubling
+    with each try, at most twelve times the delay (two minutes by default)."""
+    base = SETTINGS.stack_retry_delay
+    return float(min(base * 2 ** min(retry, 4), 12 * base))
+
+
+def _conditions(status: Mapping[str, Any], *updates: Condition) -> list[dict[str, Any]]:
+    """The status's conditions with `updates` replacing those of the same type."""
+    previous = list(status.get("conditions") or [])
+    changed = {update.type for update in updates}
+    kept = [c for c in previous if c.get("type") not in changed]
+    return kept + merge_conditions(previous, list(updates))
+
+
+def _blocked(
+    error: StackBlockedError | SecretNotOwnedError,
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    namespace: str,
+    name: str,
+    logger: Any,
+) -> kopf.PermanentError:
+    """The stack (or a secret) cannot reach the spec without a person: said on the resource, not retried. A
+    rolled-back update leaves the task running (Degraded); anything else fails it."""
+    reason = error.reason if isinstance(error, StackBlockedError) else "SecretNotOwned"
+    message = str(error)
+    logger.error(message)
+    kopf.warn(body, reason=reason, message=message)
+    synced = condition("StackSynced", False, reason, message)
+    patch.status["stackSync"] = {"reason": reason, "message": message}
+    if isinstance(error, StackBlockedError) and error.degraded:
+        patch.status["conditions"] = _conditions(status, synced, condition("Degraded", True, reason, message))
+    else:
+        patch.status["phase"] = Phase.FAILED.value
+        patch.status["message"] = message
+        patch.status["conditions"] = _conditions(status, synced)
+        metrics.set_phase(namespace, name, Phase.FAILED)
+    return kopf.PermanentError(message)
+
+
+def _remember(deployment: Deployment, body: kopf.Body, patch: kopf.Patch) -> None:
+    """What the task's status keeps about its stack, whatever the step's outcome; and the step's Events. A stack
+    that is not (yet) the task's own is not recorded: observe would report its state as the task's."""
+    if deployment.ours:
+        patch.status["stackName"] = deployment.name
+    patch.status["stackGeneration"] = deployment.sent_generation
+    patch.status["recoveryAttempts"] = deployment.attempts
+    for kind, reason, message in deployment.events:
+        (kopf.warn if kind == "Warning" else kopf.info)(body, reason=reason, message=message)
 
 
 def _refused(error: Exception, body: kopf.Body, patch: kopf.Patch, logger: Any) -> kopf.PermanentError:
@@ -162,14 +247,18 @@ def reconcile(
     *,
     spec: kopf.Spec,
     meta: kopf.Meta,
+    status: kopf.Status,
     name: str,
     namespace: str | None,
     uid: str,
+    retry: int,
     patch: kopf.Patch,
     body: kopf.Body,
     logger: Any,
     **_: Any,
 ) -> None:
+    """Bring the stack to the spec: one step per call, retried with backoff while the stack is in progress
+    (see deploy.py); done when the generation is applied."""
     namespace = namespace or "default"
     with timed("reconcile"):
         try:
@@ -182,52 +271,71 @@ def reconcile(
         except PolicyViolationError as error:
             logger.error(f"refused by the tenant policy: {error}")
             raise _invalid(body, patch, namespace, name, str(error), reason="PolicyDenied") from None
-        stack = stack_name(namespace, name)
+        generation = int(meta.get("generation") or 0)
         try:
-            arns = _secret_arns(task, namespace, name, uid)
-            if isinstance(task, S3TaskSpec):
-                template = SETTINGS.s3_template
-                parameters = s3_stack_parameters(task_name(namespace, name), task, SETTINGS.plugin(), secret_arns=arns)
-            else:
-                template = SETTINGS.image_template
-                parameters = image_stack_parameters(
-                    task_name(namespace, name), task, SETTINGS.plugin(), secret_arns=arns
-                )
-            action = ensure(
+            arns = _secret_arns(task, Owner(SETTINGS.cluster_id, namespace, name, uid))
+            template, parameters = _plugin(task, namespace, name, arns)
+            stack = _stack_name_for(status, namespace, name, uid)
+            tags = {"dth.io/namespace": namespace, "dth.io/name": name}
+            deployment = Deployment(
                 clients().cloudformation,
-                stack,
+                stack_arguments(stack, uid, SETTINGS.cluster_id, template, parameters, tags),
                 uid,
-                template,
-                parameters,
-                {"dth.io/namespace": namespace, "dth.io/name": name},
+                generation,
+                sent_generation=status.get("stackGeneration"),
+                attempts=int(status.get("recoveryAttempts") or 0),
             )
+            try:
+                action = deployment.step()
+            finally:
+                _remember(deployment, body, patch)
         except SpecError as error:
             logger.error(f"cannot deploy: {error}")
             raise _invalid(body, patch, namespace, name, str(error)) from None
+        except StackWaitError as wait:
+            delay = backoff(retry)
+            logger.info(f"{wait.message}; next look in {delay:.0f} s")
+            patch.status["conditions"] = _conditions(status, condition("StackSynced", False, wait.reason, wait.message))
+            patch.status["stackSync"] = {"reason": wait.reason, "message": wait.message}
+            if status.get("phase") in (None, Phase.PENDING.value, Phase.INVALID.value, Phase.FAILED.value):
+                patch.status["phase"] = Phase.PROVISIONING.value
+                patch.status["message"] = wait.message
+                metrics.set_phase(namespace, name, Phase.PROVISIONING)
+            raise kopf.TemporaryError(wait.message, delay=delay) from None
+        except (StackBlockedError, SecretNotOwnedError) as error:
+            raise _blocked(error, body, status, patch, namespace, name, logger) from None
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
             if is_retryable(error):
                 raise temporary(error, "cloudformation") from None
             raise _refused(error, body, patch, logger) from None
         except OSError as error:  # the operator's own setting is wrong: reported here, fixed by a restart
             raise _refused(error, body, patch, logger) from None
-        logger.info(f"stack {stack} {action.value}")
-        patch.status["stackName"] = stack
-        patch.status["observedGeneration"] = meta.get("generation")
-        phase = Phase.SUSPENDED if task.suspend else Phase.PROVISIONING
-        if action is not Action.UNCHANGED or task.suspend:
-            patch.status["phase"] = phase.value
-            patch.status["message"] = "workers and schedule stopped" if task.suspend else f"stack {action.value}"
-        metrics.set_phase(namespace, name, phase)
+        logger.info(f"stack {stack} {action.value}: generation {generation}")
+        patch.status["observedGeneration"] = generation
+        patch.status["stackSync"] = None
+        patch.status["conditions"] = _conditions(
+            status, condition("StackSynced", True, "Applied", f"generation {generation}")
+        )
+        if task.suspend:
+            patch.status["phase"] = Phase.SUSPENDED.value
+            patch.status["message"] = "workers and schedule stopped"
+            metrics.set_phase(namespace, name, Phase.SUSPENDED)
+        elif status.get("phase") in (None, Phase.PENDING.value, Phase.INVALID.value, Phase.SUSPENDED.value):
+            patch.status["phase"] = Phase.PROVISIONING.value
+            patch.status["message"] = f"stack {action.value}"
+            metrics.set_phase(namespace, name, Phase.PROVISIONING)
 
 
 @kopf.timer(*RESOURCE, interval=SETTINGS.observe_interval, initial_delay=1.0)
 def observe(
     *,
     spec: kopf.Spec,
+    meta: kopf.Meta,
     status: kopf.Status,
     body: kopf.Body,
     name: str,
     namespace: str | None,
+    uid: str,
     patch: kopf.Patch,
     logger: Any,
     **_: Any,
@@ -236,13 +344,27 @@ def observe(
     namespace = namespace or "default"
     if status.get("phase") in (Phase.INVALID.value, None) or not status.get("stackName"):
         return
+    if meta.get("deletionTimestamp"):
+        return  # being deleted: the finalizer's handler reports on the stack now
     with timed("observe"):
         aws = clients()
+        synced_before = dict(status.get("stackSync") or {})  # reconcile's own field: never stale for long
+        pending = int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0)
         try:
             stack = describe(aws.cloudformation, status["stackName"])
             if stack is None:
-                write_status(namespace, name, {"phase": Phase.PENDING.value, "message": "stack not found"})
+                recreating = pending and synced_before.get("reason") == "Recreating"
+                write_status(
+                    namespace,
+                    name,
+                    {
+                        "phase": (Phase.PROVISIONING if recreating else Phase.PENDING).value,
+                        "message": "stack not found",
+                    },
+                )
                 return
+            if not stack.owned_by(uid):
+                return  # someone else's stack: reconcile said so on the resource, and nothing here is ours
             progress = read_progress(aws.dynamodb, aws.sqs, task_name(namespace, name), stack.outputs)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
             count(error, "observe")
@@ -251,7 +373,10 @@ def observe(
         phase, message = phase_of(
             stack, progress, once=spec.get("schedule", "once") == "once", suspended=bool(spec.get("suspend"))
         )
-        if stack.failed:
+        attempts = int(status.get("recoveryAttempts") or 0)
+        if pending and recovering(stack.status, attempts, str(synced_before.get("reason", ""))):
+            phase, message = Phase.PROVISIONING, str(synced_before.get("message") or f"stack {stack.status}")
+        elif stack.failed:
             message = first_failure(aws.cloudformation, stack.name) or message
         observed: dict[str, Any] = {}
         c = progress.counters
@@ -266,18 +391,26 @@ def observe(
         if progress.depth:
             observed["queueDepth"] = progress.depth.pending
             observed["deadLetterDepth"] = dead
+        if pending:  # reconcile's word on why the spec is not applied yet stands
+            synced = _pending_synced(synced_before, int(meta.get("generation") or 0))
+        else:
+            synced = condition("StackSynced", not stack.in_progress and not stack.failed, stack.status, stack.reason)
+        if pending and stack.status == "UPDATE_ROLLBACK_COMPLETE":
+            why = (
+                str(synced_before.get("message"))
+                if synced_before.get("reason") == "UpdateRolledBack"
+                else first_failure(aws.cloudformation, stack.name)
+            )
+            degraded = condition("Degraded", True, "UpdateRolledBack", why)
+        else:
+            degraded = condition(
+                "Degraded",
+                dead > 0 or c.failed > 0,
+                "DeadLetters" if dead else "NoDeadLetters",
+                f"{dead} messages on the dead-letter queue" if dead else "",
+            )
         observed["conditions"] = merge_conditions(
-            list(status.get("conditions") or []),
-            [
-                condition("Ready", stack.ready, stack.status),
-                condition("StackSynced", not stack.in_progress and not stack.failed, stack.status, stack.reason),
-                condition(
-                    "Degraded",
-                    dead > 0 or c.failed > 0,
-                    "DeadLetters" if dead else "NoDeadLetters",
-                    f"{dead} messages on the dead-letter queue" if dead else "",
-                ),
-            ],
+            list(status.get("conditions") or []), [condition("Ready", stack.ready, stack.status), synced, degraded]
         )
         write_status(namespace, name, observed)
         _announce(body, namespace, name, phase, message, previous=status.get("phase"))
@@ -289,6 +422,13 @@ def observe(
         if progress.depth:
             metrics.QUEUE_DEPTH.labels(namespace, name).set(progress.depth.pending)
             metrics.DEAD_LETTERS.labels(namespace, name).set(dead)
+
+
+def _pending_synced(before: dict[str, Any], generation: int) -> Condition:
+    """StackSynced while the spec's generation is not applied: False, saying why (reconcile's reason, if any)."""
+    if before.get("reason"):
+        return condition("StackSynced", False, str(before["reason"]), str(before.get("message", "")))
+    return condition("StackSynced", False, "Pending", f"generation {generation} is not applied yet")
 
 
 # The phase each task's last Event announced. The timer's `status` can lag behind what it wrote itself (the
@@ -309,9 +449,21 @@ def _announce(body: kopf.Body, namespace: str, name: str, phase: Phase, message:
 
 
 @kopf.on.delete(*RESOURCE)
-def remove(*, meta: kopf.Meta, status: kopf.Status, name: str, namespace: str | None, logger: Any, **_: Any) -> None:
+def remove(
+    *,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    uid: str,
+    retry: int,
+    logger: Any,
+    **_: Any,
+) -> None:
     """Delete the stack and the task's secrets, waiting until the stack is gone (the finalizer holds the
-    resource until then), unless the deletion policy is `retain`."""
+    resource until then), unless the deletion policy is `retain`. Only what the task owns is deleted: a stack
+    or secret whose owner tags name someone else is left alone."""
     namespace = namespace or "default"
     with timed("delete"):
         metrics.set_phase(namespace, name, None)
@@ -320,18 +472,56 @@ def remove(*, meta: kopf.Meta, status: kopf.Status, name: str, namespace: str | 
             logger.info("deletion policy retain: stack and secrets kept")
             return
         aws = clients()
-        stack = status.get("stackName") or stack_name(namespace, name)
+        stack = status.get("stackName") or stack_name(SETTINGS.cluster_id, namespace, name)
         try:
             state = describe(aws.cloudformation, stack)
             if state is not None and state.status != "DELETE_COMPLETE":
-                if state.status != "DELETE_IN_PROGRESS":
-                    aws.cloudformation.delete_stack(StackName=stack)
-                    logger.info(f"stack {stack} deleting")
-                raise kopf.TemporaryError(f"waiting for stack {stack} to be deleted", delay=5)
-            deleted = delete_secrets(aws.secretsmanager, namespace, name)
+                if state.owned_by(uid):
+                    _delete_stack(state, body, namespace, name, backoff(retry), logger)
+                else:
+                    message = (
+                        f"stack {stack} belongs to another resource (tag {UID_TAG}={state.uid}, cluster "
+                        f"{state.cluster}): left in place"
+                    )
+                    logger.warning(message)
+                    kopf.warn(body, reason="StackNotOwned", message=message)
+            deleted = delete_secrets(aws.secretsmanager, Owner(SETTINGS.cluster_id, namespace, name, uid))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
             raise temporary(error, "cloudformation") from None
-        logger.info(f"stack {stack} deleted, {deleted} secrets removed")
+        logger.info(f"stack {stack} gone, {deleted} secrets removed")
+
+
+def _delete_stack(state: StackState, body: kopf.Body, namespace: str, name: str, delay: float, logger: Any) -> None:
+    """One step of deleting the task's own stack; raises TemporaryError until it is gone."""
+    aws = clients()
+    if state.status == "DELETE_FAILED":
+        failure = first_failure(aws.cloudformation, state.name) or state.reason
+        message = (
+            f"CloudFormation could not delete stack {state.name}: {failure}. Tried again now and after each "
+            f"wait (next look in {delay:.0f} s, doubling): fix that resource, or annotate the task "
+            "dth.io/deletion-policy=retain to keep the stack and let the task go"
+        )
+        logger.warning(message)
+        kopf.warn(body, reason="StackDeleteFailed", message=message)
+        write_status(
+            namespace,
+            name,
+            {
+                "conditions": _conditions(
+                    body.get("status") or {}, condition("StackSynced", False, "DeleteFailed", message)
+                )
+            },
+        )
+        aws.cloudformation.delete_stack(StackName=state.name)
+        raise kopf.TemporaryError(message, delay=delay)
+    if state.in_progress and state.status != "DELETE_IN_PROGRESS" and state.status != "CREATE_IN_PROGRESS":
+        # CloudFormation refuses a delete while an update or a rollback runs: wait for it to settle.
+        raise kopf.TemporaryError(f"stack {state.name} is {state.status}; deleting it after", delay=delay)
+    if state.status != "DELETE_IN_PROGRESS":
+        aws.cloudformation.delete_stack(StackName=state.name)
+        logger.info(f"stack {state.name} deleting")
+        write_status(namespace, name, {"phase": Phase.DELETING.value, "message": f"deleting stack {state.name}"})
+    raise kopf.TemporaryError(f"waiting for stack {state.name} to be deleted", delay=delay)
 
 
 @kopf.on.probe(id="stacks")

@@ -221,9 +221,15 @@ def _host(url: str) -> str:
 # --- matching ---------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _cluster_id() -> str:
+    return OperatorSettings.from_environment().cluster_id
+
+
 def own_secret_prefix(namespace: str) -> str:
-    """The name prefix of the operator's Secrets Manager copies of the namespace's Kubernetes Secrets."""
-    return secret_id(namespace, "", "").rstrip("/") + "/"
+    """The name prefix of this operator's Secrets Manager copies of the namespace's Kubernetes Secrets (its
+    cluster's, so that another cluster's copies in the same account are not the namespace's own)."""
+    return secret_id(_cluster_id(), namespace, "", "").rstrip("/") + "/"
 
 
 def _own_secret(arn: str, namespace: str) -> bool:

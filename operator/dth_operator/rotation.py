@@ -16,8 +16,8 @@ import kopf
 
 from dth.errors import SpecError
 from dth.spec.model import API_GROUP, API_VERSION, KIND, PLURAL, Phase
-from dth_operator.handlers import clients
-from dth_operator.secrets import REQUIRED_KEYS, copy_secret
+from dth_operator.handlers import SETTINGS, clients
+from dth_operator.secrets import REQUIRED_KEYS, Owner, copy_secret
 
 IMAGE_KEYS = ("username", "password")
 
@@ -53,7 +53,7 @@ def secret_changed(*, type: str, name: str, namespace: str | None, logger: Any, 
         )
         required = IMAGE_KEYS if task_type == "Image" else REQUIRED_KEYS
         try:
-            copy_secret(clients().secretsmanager, namespace, task, uid, name, required)
+            copy_secret(clients().secretsmanager, Owner(SETTINGS.cluster_id, namespace, task, uid), name, required)
         except (
             SpecError,
             kopf.TemporaryError,

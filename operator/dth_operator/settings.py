@@ -37,6 +37,15 @@ class OperatorSettings(BaseModel):
     webhook_cert_dir: Path = Field(
         Path("/etc/dth/webhook"), description="the webhook's serving certificate: tls.crt and tls.key"
     )
+    cluster_id: str = Field(
+        "default",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$",
+        description="this operator's identity in the AWS account: in its secrets' names and in the owner tags of "
+        "its stacks and secrets, so that clusters sharing an account never touch each other's",
+    )
+    stack_retry_delay: float = Field(
+        10.0, gt=0, description="seconds before the first check of a stack in progress; doubles, up to 12 times this"
+    )
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -57,6 +66,8 @@ class OperatorSettings(BaseModel):
             "tenant_policy": "DTH_TENANT_POLICY",
             "webhook_port": "DTH_WEBHOOK_PORT",
             "webhook_cert_dir": "DTH_WEBHOOK_CERT_DIR",
+            "cluster_id": "DTH_CLUSTER_ID",
+            "stack_retry_delay": "DTH_STACK_RETRY_DELAY",
         }
         values: dict[str, object] = {}
         for field, variable in names.items():

@@ -18,6 +18,8 @@ def operator_environment(
     engine_image: str = "dth-engine:local",
     observe_interval: float = 30.0,
     metrics_port: int = 0,
+    cluster_id: str = "default",
+    stack_retry_delay: float = 10.0,
 ) -> dict[str, str]:
     """This process's environment without AWS or DTH settings of its own (the CA bundle stays), then the
     operator's."""
@@ -33,5 +35,7 @@ def operator_environment(
         DTH_ENGINE_IMAGE=engine_image,
         DTH_OBSERVE_INTERVAL=str(observe_interval),
         DTH_METRICS_PORT=str(metrics_port),
+        DTH_CLUSTER_ID=cluster_id,
+        DTH_STACK_RETRY_DELAY=str(stack_retry_delay),
     )
     return env

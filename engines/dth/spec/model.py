@@ -468,6 +468,14 @@ class TransferCounters(SpecModel):
     bytes_skipped: int = 0
 
 
+class StackSync(SpecModel):
+    """Why the spec's generation is not applied to the stack yet, in reconcile's words (the timer, which writes
+    the conditions, reads it from here: a field only reconcile writes cannot be lost to a stale timer write)."""
+
+    reason: str
+    message: str = ""
+
+
 class TransferTaskStatus(SpecModel):
     phase: Phase = Phase.PENDING
     message: str = ""
@@ -479,4 +487,9 @@ class TransferTaskStatus(SpecModel):
     dead_letter_depth: int | None = None
     stack_name: str | None = None
     stack_id: str | None = None
+    stack_generation: int | None = Field(None, description="the generation last sent to CloudFormation")
+    stack_sync: StackSync | None = None
+    recovery_attempts: int | None = Field(
+        None, description="automatic recoveries tried for the stack's failure (a re-create, a continued rollback)"
+    )
     last_run: str | None = None
