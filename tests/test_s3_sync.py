@@ -567,3 +567,21 @@ def test_multipart_sources_fall_back_to_part_copies_where_copy_object_gives_a_ne
     assert result.code == 0, result.stderr + result.stdout
     assert etags(client, f"{unique_name}-dst") == sources
     assert contents(client, f"{unique_name}-dst") == contents(client, unique_name)
+
+
+def test_the_folder_marker_at_the_source_prefix_becomes_the_destination_prefix_marker_or_is_skipped(
+    rgw_site: S3Site, buckets: tuple[Any, str, str], tmp_path: Path
+) -> None:
+    client, src, dst = buckets
+    client.put_object(Bucket=src, Key="app/", Body=b"")
+    client.put_object(Bucket=src, Key="app/x", Body=b"x")
+    into_root = sync(f"s3://{src}/app/", f"s3://{dst}/", site=rgw_site, state=tmp_path / "a.db")
+    assert into_root.code == 0, into_root.stderr
+    assert into_root.report["counters"]["copied"] == 1
+    (skipped,) = into_root.report["skipped"]
+    assert skipped["key"] == ""
+    assert "'app/' is the source prefix itself, and the destination has no prefix" in skipped["reason"]
+    into_prefix = sync(f"s3://{src}/app/", f"s3://{dst}/backup", site=rgw_site, state=tmp_path / "b.db")
+    assert into_prefix.code == 0, into_prefix.stderr
+    assert into_prefix.report["counters"]["copied"] == 2
+    assert contents(client, dst) == {"x": b"x", "backup/": b"", "backup/x": b"x"}

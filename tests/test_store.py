@@ -627,3 +627,23 @@ def test_dynamodb_counters_match_a_model(
 ) -> None:
     """The same model against DynamoDB, with fewer examples (each is a fresh run in one table)."""
     check_against_model(dynamo_store, history)
+
+
+def test_the_empty_key_of_a_folder_marker_at_the_prefix_is_a_record_like_any_other(store: StatusStore) -> None:
+    """A source prefix `app/` holding an object `app/` gives the relative key "" (DynamoDB refuses an empty
+    sort key): it is planned, counted, finished and listed (first, as it sorts) like every other key."""
+    run = store.start_run("task")
+    store.plan(run, [planned("", 0), planned("a", 1), planned("", 0, operation=DELETE)])
+    assert store.counters(run) == TransferCounters(found=2, bytes_found=1)
+    store.record_attempt(run, "", COPY, "SlowDown")
+    store.complete(run, [copied("", 0), ObjectResult("", DELETE, ObjectState.DELETED)])
+    store.complete(run, [copied("", 0)])  # a redelivery counts once
+    assert store.counters(run) == TransferCounters(found=2, copied=1, deleted=1, bytes_found=1)
+    records = store.records(run, list(ObjectState))
+    assert [(r.key, r.operation, r.state) for r in records][-1] == ("a", COPY, ObjectState.QUEUED)
+    assert sorted((r.operation, r.state, r.attempts) for r in records if r.key == "") == [
+        (COPY, ObjectState.COPIED, 2),
+        (DELETE, ObjectState.DELETED, 1),
+    ]
+    assert store.start_parts(run, "", "upload-1", 1) == "upload-1"
+    assert store.finish_part(run, "", 1, "etag-1") == [(1, "etag-1")]

@@ -17,7 +17,7 @@ from typing import TextIO
 from dth.errors import DthError
 from dth.s3.compare import strategy_for
 from dth.s3.copier import ObjectCopier
-from dth.s3.diff import Change, ChangeKind, copy_or_unavailable, diff_listings
+from dth.s3.diff import Change, ChangeKind, copy_or_unavailable, diff_listings, root_marker_reason
 from dth.s3.filters import KeyFilter
 from dth.s3.listing import list_objects
 from dth.s3.sides import S3Side
@@ -106,13 +106,22 @@ class Finder:
             dest_listing = list_objects(
                 self.destination, depth=self.options.list_depth, threads=self.list_threads, prefix=dest_prefix
             )
-            yield from diff_listings(
+            for change in diff_listings(
                 source_listing,
                 dest_listing,
                 self.strategy,
                 selected=self.selected,
                 delete_extraneous=self.options.delete_extraneous,
-            )
+            ):
+                yield self._root_marker_checked(change)
+
+    def _root_marker_checked(self, change: Change) -> Change:
+        """The source prefix's own folder marker (relative key "") is skipped with the reason where the
+        destination has no prefix for it to become."""
+        if change.key or change.source is None or change.kind is ChangeKind.UNCHANGED:
+            return change
+        reason = root_marker_reason(self.source.prefix, self.destination.prefix)
+        return Change(ChangeKind.UNAVAILABLE, "", change.source, change.destination, reason) if reason else change
 
     def _resolve(self, change: Change) -> Change:
         """Settle an INSPECT change with a HEAD of both objects."""
