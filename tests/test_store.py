@@ -30,7 +30,15 @@ from hypothesis import strategies as st
 from dth.devtools.moto import MotoServer
 from dth.spec.model import TransferCounters
 from dth.state.dynamodb import DynamoStatusStore, create_table
-from dth.state.store import ObjectResult, ObjectState, Operation, PlannedObject, SqliteStatusStore, StatusStore
+from dth.state.store import (
+    ObjectResult,
+    ObjectState,
+    Operation,
+    PlannedObject,
+    SqliteStatusStore,
+    StatusStore,
+    UploadRecord,
+)
 
 COPY, DELETE = Operation.COPY, Operation.DELETE
 
@@ -647,3 +655,20 @@ def test_the_empty_key_of_a_folder_marker_at_the_prefix_is_a_record_like_any_oth
     ]
     assert store.start_parts(run, "", "upload-1", 1) == "upload-1"
     assert store.finish_part(run, "", 1, "etag-1") == [(1, "etag-1")]
+
+
+def test_uploads_in_progress_are_recorded_per_task_until_forgotten(kind: StoreKind) -> None:
+    store = kind.open()
+    first = UploadRecord("", "upload-1", "dst", "backup/", "etag-a", False, 1.0)
+    second = UploadRecord("big.bin", "upload-2", "dst", "backup/big.bin", "etag-b-3", True, 2.0)
+    store.record_upload("task", second)
+    store.record_upload("task", first)
+    store.record_upload("task-2", UploadRecord("x", "upload-3", "dst", "x", "etag-c", False, 3.0))
+    assert store.uploads("task") == [first, second]
+    store.forget_upload("task", "upload-1")
+    store.forget_upload("task", "upload-3")  # another task's: not this one's to forget
+    store.forget_upload("task", "never-recorded")
+    reopened = kind.open()
+    assert reopened.uploads("task") == [second]
+    assert [upload.upload_id for upload in reopened.uploads("task-2")] == ["upload-3"]
+    assert reopened.uploads("no-such-task") == []

@@ -25,6 +25,7 @@ from dth.s3.compare import SOURCE_ETAG_METADATA, ObjectDetails
 from dth.s3.listing import normalize_etag
 from dth.s3.parts import PartRange, guess_part_size, multipart_etag, parts_count, plan_parts, ranges_of
 from dth.s3.sides import S3Side, error_code, shares_service
+from dth.s3.uploads import StoredPart, UploadLedger
 from dth.spec.model import S3Destination, S3Options, SseMode
 
 # Headers that travel with an object's content, as GET/HEAD return them and PUT takes them.
@@ -98,6 +99,15 @@ def _is_md5(etag: str) -> bool:
     return len(etag) == 32 and "-" not in etag
 
 
+def reusable_parts(layout: list[PartRange], stored: dict[int, StoredPart]) -> dict[int, str]:
+    """The ETags of the stored parts that are parts of this layout (same number, same size)."""
+    return {
+        part.number: stored[part.number].etag
+        for part in layout
+        if part.number in stored and stored[part.number].size == part.size and stored[part.number].etag
+    }
+
+
 def _not_found(error: botocore.exceptions.ClientError) -> bool:
     return error_code(error) in {"NoSuchKey", "404", "NotFound"}
 
@@ -114,6 +124,7 @@ class ObjectCopier:
         options: S3Options,
         part_pool: Executor,
         memory: MemoryBudget | None = None,
+        uploads: UploadLedger | None = None,
     ) -> None:
         self.source = source
         self.destination = destination
@@ -130,6 +141,8 @@ class ObjectCopier:
         # Whether this service's CopyObject keeps a multipart source's ETag (Ceph clones the object; AWS writes
         # a new single-part one): unknown until the first multipart source is copied.
         self._copy_keeps_multipart_etag: bool | None = None
+        # Where the uploads this copier starts are recorded, to be resumed or aborted after a crash.
+        self.uploads = uploads
 
     # --- reading the source ---------------------------------------------------------------
 
@@ -373,14 +386,20 @@ class ObjectCopier:
         return CopyResult(dest_etag, size, "put")
 
     def _multipart(self, key: str, size: int, etag: str, layout: list[PartRange], mark: bool) -> CopyResult:
-        upload_id = self.start_upload(key, etag, mark)
-        futures: list[Future[str]] = []
+        resumed = self.resume_upload(key, etag, mark)
+        upload_id = resumed[0] if resumed else self.start_upload(key, etag, mark)
+        stored = reusable_parts(layout, resumed[1]) if resumed else {}
+        futures: dict[int, Future[str]] = {}
         try:
-            futures = [self._parts.submit(self.copy_part, key, etag, upload_id, part) for part in layout]
-            part_etags = [(part.number, future.result()) for part, future in zip(layout, futures, strict=True)]
-            return self.finish_upload(key, size, etag, upload_id, part_etags, mark)
+            futures = {
+                part.number: self._parts.submit(self.copy_part, key, etag, upload_id, part)
+                for part in layout
+                if part.number not in stored
+            }
+            part_etags = [(number, future.result()) for number, future in futures.items()]
+            return self.finish_upload(key, size, etag, upload_id, [*stored.items(), *part_etags], mark)
         except BaseException:
-            for future in futures:
+            for future in futures.values():
                 future.cancel()
             self.abort_upload(key, upload_id)
             raise
@@ -397,12 +416,42 @@ class ObjectCopier:
 
     def start_upload(self, key: str, etag: str, mark: bool) -> str:
         head = self.head_source(key, etag)
+        dest_key = self.destination.key_for(key)
         response = self.destination.client.create_multipart_upload(
             Bucket=self.destination.bucket,
-            Key=self.destination.key_for(key),
+            Key=dest_key,
             **self._new_object_arguments(key, head, etag, mark),
         )
-        return str(response["UploadId"])
+        upload_id = str(response["UploadId"])
+        if self.uploads is not None:
+            try:
+                self.uploads.started(key, upload_id, self.destination.bucket, dest_key, etag, mark)
+            except BaseException:
+                self.abort_upload(key, upload_id)  # an upload nobody knows of must not get parts
+                raise
+        return upload_id
+
+    def resume_upload(self, key: str, etag: str, mark: bool) -> tuple[str, dict[int, StoredPart]] | None:
+        """An upload of this source version that an earlier attempt recorded and left (it was killed), and the
+        parts it stored; None when there is none, or it no longer exists."""
+        if self.uploads is None:
+            return None
+        dest_key = self.destination.key_for(key)
+        upload = self.uploads.resumable(self.destination.bucket, dest_key, etag, mark)
+        if upload is None:
+            return None
+        stored: dict[int, StoredPart] = {}
+        try:
+            paginator = self.destination.client.get_paginator("list_parts")
+            for page in paginator.paginate(Bucket=upload.bucket, Key=dest_key, UploadId=upload.upload_id):
+                for part in page.get("Parts", []):
+                    stored[int(part["PartNumber"])] = StoredPart(normalize_etag(part.get("ETag")), int(part["Size"]))
+        except botocore.exceptions.ClientError as error:
+            if error_code(error) != "NoSuchUpload":
+                raise
+            self.uploads.ended(upload.upload_id)  # completed or aborted by someone else meanwhile
+            return None
+        return upload.upload_id, stored
 
     def copy_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
         """Copy one part; returns its ETag. Server side where possible, streamed otherwise."""
@@ -449,6 +498,8 @@ class ObjectCopier:
             if error_code(error) != "NoSuchUpload":
                 raise
             dest_etag = ""
+        if self.uploads is not None:
+            self.uploads.ended(upload_id)
         if not dest_etag:  # Ceph answers CompleteMultipartUpload without an ETag; or it was completed before
             dest_etag = normalize_etag(
                 self.destination.client.head_object(Bucket=self.destination.bucket, Key=dest_key).get("ETag")
@@ -457,12 +508,23 @@ class ObjectCopier:
             raise CopyError(f"destination ETag {dest_etag} differs from the parts' ETag {expected}")
         return CopyResult(dest_etag, size, "part-copy" if self.server_side else "multipart-put")
 
-    def abort_upload(self, key: str, upload_id: str) -> None:
-        # Where the abort fails too, the bucket's lifecycle rule for incomplete uploads is the backstop.
-        with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+    def abort_upload(self, key: str, upload_id: str, bucket: str | None = None, dest_key: str | None = None) -> None:
+        """Abort an upload (by default this copier's for the key); where the abort fails, its record stays, and
+        the next scan tries again."""
+        try:
             self.destination.client.abort_multipart_upload(
-                Bucket=self.destination.bucket, Key=self.destination.key_for(key), UploadId=upload_id
+                Bucket=bucket or self.destination.bucket,
+                Key=self.destination.key_for(key) if dest_key is None else dest_key,
+                UploadId=upload_id,
             )
+        except botocore.exceptions.ClientError as error:
+            if error_code(error) != "NoSuchUpload":
+                return
+        except botocore.exceptions.BotoCoreError:
+            return
+        if self.uploads is not None:
+            with contextlib.suppress(Exception):
+                self.uploads.ended(upload_id)
 
     def _copy_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
         response = self._guard(

@@ -16,15 +16,15 @@ from typing import TextIO
 
 from dth.errors import DthError
 from dth.s3.compare import strategy_for
-from dth.s3.copier import ObjectCopier
+from dth.s3.copier import ObjectCopier, SourceVanishedError
 from dth.s3.diff import Change, ChangeKind, copy_or_unavailable, diff_listings, root_marker_reason
 from dth.s3.filters import KeyFilter
-from dth.s3.listing import list_objects
+from dth.s3.listing import list_objects, normalize_etag
 from dth.s3.sides import S3Side
 from dth.s3.work import WorkItem
 from dth.spec.model import S3TaskSpec, SseMode
 from dth.state.queue import WorkQueue
-from dth.state.store import Operation, PlannedObject, StatusStore
+from dth.state.store import Operation, PlannedObject, StatusStore, UploadRecord
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,42 @@ class Finder:
                 waiting = []
         yield from pool.map(self._resolve, waiting)
 
+    # --- uploads earlier runs left behind -----------------------------------------------------
+
+    def _review_uploads(self) -> dict[str, list[UploadRecord]]:
+        """Abort the task's recorded uploads that nothing can resume (the source changed or vanished, the
+        destination moved, or `abortStaleUploads` asks for all of them); the rest, by destination key, wait for
+        the scan to plan a copy of their key, which resumes them."""
+        ledger = self.inspector.uploads
+        if ledger is None:
+            return {}
+        waiting: dict[str, list[UploadRecord]] = {}
+        for upload in ledger.recorded():
+            if self.options.abort_stale_uploads or not self._resumable(upload):
+                self._abort(upload, "its copy cannot resume it")
+            else:
+                waiting.setdefault(upload.dest_key, []).append(upload)
+        return waiting
+
+    def _resumable(self, upload: UploadRecord) -> bool:
+        if (upload.bucket, upload.dest_key) != (self.destination.bucket, self.destination.key_for(upload.key)):
+            return False
+        try:
+            head = self.inspector.head_source(upload.key)
+        except SourceVanishedError:
+            return False
+        return normalize_etag(head.get("ETag")) == upload.etag
+
+    def _abort(self, upload: UploadRecord, why: str) -> None:
+        log.info("aborting a multipart upload left behind", extra={"key": upload.dest_key, "reason": why})
+        self.inspector.abort_upload(upload.key, upload.upload_id, upload.bucket, upload.dest_key)
+
+    # --- the scan ----------------------------------------------------------------------------
+
     def scan(self, run_id: str, *, on_change: Callable[[Change], None] | None = None) -> ScanReport:
         report = ScanReport()
         dry_run = self.options.dry_run or self.queue is None or self.store is None
+        waiting_uploads = {} if dry_run else self._review_uploads()
         planned: list[PlannedObject] = []
         unchanged_batch = [0, 0]
 
@@ -196,6 +229,7 @@ class Finder:
                     else:
                         report.to_copy += 1
                         report.to_copy_bytes += change.source.size
+                        waiting_uploads.pop(self.destination.key_for(change.key), None)  # its copy resumes it
                     planned.append(
                         PlannedObject(change.key, Operation.COPY, change.source.size, change.source.etag, reason)
                     )
@@ -204,6 +238,9 @@ class Finder:
             flush()
             if not dry_run:
                 self._queue_deletes(run_id, deletes)
+        for uploads in waiting_uploads.values():
+            for upload in uploads:
+                self._abort(upload, "the scan found nothing to copy for its key")
         if not dry_run:
             assert self.store is not None
             self.store.finish_scan(run_id)

@@ -294,6 +294,11 @@ class S3Options(SpecModel):
     concurrency: int = Field(16, ge=1, le=512, description="multipart parts in flight at once")
     list_depth: int = Field(1, ge=0, le=8, description="prefix depth at which listings are split in parallel")
     dry_run: bool = Field(False, description="plan only: list and compare, copy nothing")
+    abort_stale_uploads: bool = Field(
+        False,
+        description="at each scan, abort every multipart upload this task recorded and left unfinished instead of "
+        "resuming it (uploads it did not start are never touched)",
+    )
 
     @model_validator(mode="after")
     def _threshold_allows_parts(self) -> S3Options:

@@ -18,6 +18,8 @@ Item layout (single-table design; `<run>` is a run id, `<task>` a task name, `<k
 |                       |                         |                                 | completed_by (once claimed)           |
 | one part of it        | `PART#<run>#<key>`      | part number, 5 digits           | part_number, etag                     |
 | S3 event sequencer    | `EVENT#<task>`          | `<key>`                         | sequencer, seq_order                  |
+| upload in progress    | `UPLOADS#<task>`        | `<upload id>`                   | key, bucket, dest_key, etag, mark,    |
+|                       |                         |                                 | started                               |
 
 The object key is a whole sort key (S3 keys reach 1024 bytes, DynamoDB's limit for a sort key), and each
 operation has its own partition, so `records` reads the copy and delete partitions in key order and
@@ -59,6 +61,7 @@ from dth.state.store import (
     Operation,
     PlannedObject,
     StatusStore,
+    UploadRecord,
 )
 
 log = logging.getLogger(__name__)
@@ -642,6 +645,49 @@ class DynamoStatusStore(StatusStore):
             KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": _s(_parts_pk(run_id, key))}
         )
         return sorted((_int(item, "part_number"), _str(item, "etag")) for item in parts)
+
+    # --- multipart uploads in progress, per task ------------------------------------------------
+
+    def record_upload(self, task: str, upload: UploadRecord) -> None:
+        self._retrying(
+            lambda: self._client.put_item(
+                TableName=self.table_name,
+                Item={
+                    "pk": _s(f"UPLOADS#{task}"),
+                    "sk": _s(upload.upload_id),
+                    "key": _s(upload.key),
+                    "bucket": _s(upload.bucket),
+                    "dest_key": _s(upload.dest_key),
+                    "etag": _s(upload.etag),
+                    "mark": {"BOOL": upload.mark},
+                    "started": _n(upload.started),
+                },
+            )
+        )
+
+    def forget_upload(self, task: str, upload_id: str) -> None:
+        self._retrying(
+            lambda: self._client.delete_item(
+                TableName=self.table_name, Key={"pk": _s(f"UPLOADS#{task}"), "sk": _s(upload_id)}
+            )
+        )
+
+    def uploads(self, task: str) -> list[UploadRecord]:
+        found = [
+            UploadRecord(
+                key=_str(item, "key"),
+                upload_id=_str(item, "sk"),
+                bucket=_str(item, "bucket"),
+                dest_key=_str(item, "dest_key"),
+                etag=_str(item, "etag"),
+                mark=bool(item.get("mark", {}).get("BOOL")),
+                started=_float(item, "started"),
+            )
+            for item in self._query(
+                KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": _s(f"UPLOADS#{task}")}
+            )
+        ]
+        return sorted(found, key=lambda upload: (upload.started, upload.upload_id))
 
     # --- S3 event notifications ---------------------------------------------------------------
 
