@@ -178,7 +178,7 @@ class KilledSync:
     arguments: list[str]
 
 
-def kill_mid_multipart(site: S3Site, proxy: FaultProxy, name: str, state: Path) -> KilledSync:
+def kill_mid_multipart(site: S3Site, proxy: FaultProxy, name: str, state: Path, *flags: str) -> KilledSync:
     """A `dth s3 sync` of three 20 MiB objects (4 parts each, slowed down) killed with SIGKILL mid-copy."""
     src, dst = f"{name}-a", f"{name}-b"
     bodies = {f"big-{n}.bin": os.urandom(20 * MiB) for n in range(3)}
@@ -189,6 +189,7 @@ def kill_mid_multipart(site: S3Site, proxy: FaultProxy, name: str, state: Path) 
     foreign = client.create_multipart_upload(Bucket=dst, Key="another-tool.bin")["UploadId"]
     arguments = [f"s3://{src}", f"s3://{dst}", "--multipart-threshold", "5MiB", "--chunk-size", "5MiB"]
     arguments += ["--workers", "3", "--concurrency", "3", "--source-endpoint", site.url, "--dest-endpoint", proxy.url]
+    arguments += flags
     parts = proxy.add(Fault(method="PUT", query_contains="partNumber", delay=0.5))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
     env.update(AWS_ACCESS_KEY_ID=site.access_key, AWS_SECRET_ACCESS_KEY=site.secret_key)
@@ -207,12 +208,15 @@ def kill_mid_multipart(site: S3Site, proxy: FaultProxy, name: str, state: Path) 
     return KilledSync(client, src, dst, bodies, foreign, arguments)
 
 
+@pytest.mark.parametrize("giant", [False, True], ids=["multipart", "giant"])
 def test_a_sync_killed_mid_multipart_resumes_its_uploads_when_run_again(
-    rgw_site: S3Site, proxy: FaultProxy, unique_name: str, tmp_path: Path
+    rgw_site: S3Site, proxy: FaultProxy, unique_name: str, tmp_path: Path, giant: bool
 ) -> None:
     """SIGKILL leaves the uploads it started, with their parts: the next run resumes them (ListParts: the
-    stored parts are not sent again); another tool's upload under the prefix is left alone."""
-    killed = kill_mid_multipart(rgw_site, proxy, unique_name, tmp_path / "s.db")
+    stored parts are not sent again), whether one worker copies the parts or every worker takes a share (giant
+    objects); another tool's upload under the prefix is left alone."""
+    flags = ["--giant-file-threshold", "8MiB"] if giant else []
+    killed = kill_mid_multipart(rgw_site, proxy, unique_name, tmp_path / "s.db", *flags)
     counted = proxy.add(Fault(method="PUT", query_contains="partNumber", delay=0.01))
     code, report, stderr = sync(rgw_site, tmp_path / "s.db", *killed.arguments)
     assert code == 0, stderr

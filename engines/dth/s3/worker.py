@@ -20,10 +20,11 @@ import botocore.exceptions
 from pydantic import ValidationError
 
 from dth.s3.acks import FinishedBatch
-from dth.s3.copier import CopyError, ObjectCopier, SourceChangedError, SourceVanishedError
+from dth.s3.copier import CopyError, ObjectCopier, SourceChangedError, SourceVanishedError, reusable_parts
 from dth.s3.events import EventTranslator, parse_event_body
 from dth.s3.listing import normalize_etag
 from dth.s3.sides import CREDENTIAL_ERRORS, error_code
+from dth.s3.uploads import StoredPart
 from dth.s3.work import UploadPart, WorkItem
 from dth.state.queue import Message, WorkQueue
 from dth.state.store import ObjectResult, ObjectState, Operation, StatusStore
@@ -155,10 +156,13 @@ class Worker:
     def _split_giant(self, item: WorkItem) -> ObjectResult | None:
         """Start the multipart upload of a giant object and queue one message per part, so that every
         worker can take a share; the worker that records the last part completes the upload."""
+        resumed: tuple[str, dict[int, StoredPart]] | None = None
         for _ in range(SOURCE_CHANGE_FOLLOWS):
             try:
                 layout, mark = self.copier.plan_upload(item.key, item.size, item.etag)
-                upload_id = self.copier.start_upload(item.key, item.etag, mark)
+                # An upload of this version left by a killed worker or run keeps its stored parts.
+                resumed = self.copier.resume_upload(item.key, item.etag, mark)
+                upload_id = resumed[0] if resumed else self.copier.start_upload(item.key, item.etag, mark)
                 break
             except SourceVanishedError as gone:
                 return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
@@ -171,8 +175,17 @@ class Worker:
         else:
             raise CopyError("the source object kept changing during the copy")
         registered = self.store.start_parts(item.run, item.key, upload_id, len(layout))
+        stored: dict[int, str] = {}
         if registered != upload_id:  # a previous delivery of this message got here first
-            self.copier.abort_upload(item.key, upload_id)
+            if resumed is None:
+                self.copier.abort_upload(item.key, upload_id)
+        elif resumed is not None:
+            stored = reusable_parts(layout, resumed[1])
+        for number, part_etag in stored.items():
+            parts = self.store.finish_part(item.run, item.key, number, part_etag)
+            if parts is not None:  # every part was stored before
+                copied = self.copier.finish_upload(item.key, item.size, item.etag, registered, parts, mark)
+                return ObjectResult(item.key, Operation.COPY, ObjectState.COPIED, copied.size, copied.dest_etag)
         self.queue.send(
             [
                 WorkItem(
@@ -184,6 +197,7 @@ class Worker:
                     part=UploadPart(upload_id=registered, number=p.number, start=p.start, end=p.end, mark=mark),
                 ).to_body()
                 for p in layout
+                if p.number not in stored
             ]
         )
         log.info("giant object split", extra={"key": item.key, "parts": len(layout), "upload": registered})
