@@ -12,6 +12,7 @@ import logging
 import random
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from dth.s3.listing import normalize_etag
 from dth.s3.sides import CREDENTIAL_ERRORS, error_code
 from dth.s3.uploads import StoredPart
 from dth.s3.work import UploadPart, WorkItem
-from dth.state.queue import Message, WorkQueue
+from dth.state.queue import DeadLetter, Message, WorkQueue
 from dth.state.store import ObjectResult, ObjectState, Operation, StatusStore
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Worker:
         visibility_timeout: float = 300.0,
         events: EventTranslator | None = None,
         receive_wait: float = 0.2,
+        dead_letter_interval: float = 60.0,
     ) -> None:
         self.copier = copier
         self.queue = queue
@@ -91,6 +93,8 @@ class Worker:
         self.events = events
         # How long a receive waits for messages: also how late an idle worker notices that the work is done.
         self.receive_wait = receive_wait
+        # How often an idle worker records the messages the queue dead-lettered by itself.
+        self.dead_letter_interval = dead_letter_interval
         self._in_flight: dict[str, tuple[Message, float]] = {}
         self._lock = threading.Lock()
 
@@ -219,6 +223,10 @@ class Worker:
             raise CopyError("the source object changed while its parts were being copied", retryable=False) from None
         return ObjectResult(item.key, Operation.COPY, ObjectState.COPIED, copied.size, copied.dest_etag)
 
+    def _give_up_giant(self, item: WorkItem, part: UploadPart) -> None:
+        """A part that cannot be copied dooms its object: its upload is aborted."""
+        self.copier.abort_upload(item.key, part.upload_id)
+
     def _delete(self, item: WorkItem) -> ObjectResult:
         # An object that appeared in the source since the scan must not be deleted from the copy.
         try:
@@ -242,7 +250,7 @@ class Worker:
             return
         if item.part is not None:
             reason = f"part {item.part.number}: {reason}"
-            self.copier.abort_upload(item.key, item.part.upload_id)
+            self._give_up_giant(item, item.part)
         log.error("object failed", extra={"key": item.key, "attempts": message.receive_count, "error": reason})
         self.store.complete(item.run, [ObjectResult(item.key, item.op, ObjectState.FAILED, item.size, reason=reason)])
         self.queue.dead_letter(message, reason)
@@ -261,6 +269,36 @@ class Worker:
         for credentials in refreshable:
             credentials.expire_now()
         return bool(refreshable)
+
+    # --- dead letters nobody recorded -------------------------------------------------------
+
+    def record_dead_letters(self) -> None:
+        """Messages the queue dead-lettered by itself (a worker died on their last delivery) end their object
+        as failed, with the queue's reason, as a worker's own dead letters do: otherwise the object stays
+        queued and the run never completes."""
+        try:
+            self.queue.sweep_dead_letters(self._record_failed)
+        except Exception as error:  # the next sweep tries again
+            log.warning("could not record dead letters", extra={"error": f"{type(error).__name__}: {error}"})
+
+    def _record_failed(self, letters: list[DeadLetter]) -> None:
+        by_run: defaultdict[str, list[ObjectResult]] = defaultdict(list)
+        for letter in letters:
+            try:
+                item = WorkItem.from_body(letter.body)
+            except ValidationError:
+                continue  # an S3 event notification: no object record of its own
+            reason = letter.reason
+            if item.part is not None:
+                reason = f"part {item.part.number}: {reason}"
+                self._give_up_giant(item, item.part)
+            log.error("object failed", extra={"key": item.key, "attempts": letter.receive_count, "error": reason})
+            by_run[item.run].append(ObjectResult(item.key, item.op, ObjectState.FAILED, item.size, reason=reason))
+        for run_id, results in by_run.items():
+            try:
+                self.store.complete(run_id, results)
+            except KeyError:
+                log.warning("dead letters of an unknown run dropped", extra={"run": run_id, "objects": len(results)})
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -296,7 +334,7 @@ class Worker:
             finished.write()
 
     def _work(self, done: Callable[[], bool], stop: threading.Event, finished: FinishedBatch) -> None:
-        last_heartbeat = time.monotonic()
+        last_heartbeat = last_sweep = time.monotonic()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="worker") as pool:
             while not stop.is_set():
                 finished.write_if_due()
@@ -315,7 +353,11 @@ class Worker:
                         busy = bool(self._in_flight)
                     if not busy:
                         finished.write()  # what is finished must not count as pending below
+                        if time.monotonic() - last_sweep > self.dead_letter_interval:
+                            self.record_dead_letters()
+                            last_sweep = time.monotonic()
                     if not busy and done() and self.queue.depth().pending == 0:
+                        self.record_dead_letters()
                         return
                     if not free:
                         time.sleep(0.01)
