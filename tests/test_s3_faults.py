@@ -247,3 +247,31 @@ def test_uploads_left_by_a_killed_sync_that_cannot_be_resumed_are_aborted(
         killed.bodies
     )
     assert counted.hits == 12  # nothing resumed: every part sent again
+
+
+def test_the_parts_of_a_giant_object_whose_upload_was_aborted_are_dropped_at_once(
+    rgw_site: S3Site, proxy: FaultProxy, unique_name: str, tmp_path: Path
+) -> None:
+    """A part refused for good aborts the giant object's upload: each remaining part message used to fail with
+    NoSuchUpload until it was dead-lettered (parts x (maxRetries + 1) receives), and now is dropped unsent."""
+    src, dst = f"{unique_name}-a", f"{unique_name}-b"
+    client = fill(rgw_site, src, [])
+    client.put_object(Bucket=src, Key="giant.bin", Body=os.urandom(40 * MiB))
+    client.create_bucket(Bucket=dst)
+    refused = proxy.add(Fault(method="PUT", query_contains="partNumber=2", status=403, code="AccessDenied"))
+    parts = proxy.add(Fault(method="PUT", query_contains="partNumber", delay=0.01))
+    code, report, stderr = sync(
+        rgw_site,
+        tmp_path / "s.db",
+        f"s3://{src}",
+        f"s3://{dst}",
+        *["--multipart-threshold", "5MiB", "--chunk-size", "5MiB", "--giant-file-threshold", "8MiB"],
+        *["--workers", "2", "--concurrency", "2", "--source-endpoint", rgw_site.url, "--dest-endpoint", proxy.url],
+    )
+    assert code == 1, stderr
+    assert report["counters"] == {**report["counters"], "found": 1, "copied": 0, "failed": 1}
+    (failed,) = report["failed"]
+    assert (failed["key"], failed["reason"]) == ("giant.bin", "part 2: AccessDenied: injected by the test proxy")
+    assert refused.hits == 1
+    assert parts.hits <= 7  # 8 parts: at most the others already under way are sent, none again
+    assert stored_uploads(client, dst) == {}

@@ -672,3 +672,15 @@ def test_uploads_in_progress_are_recorded_per_task_until_forgotten(kind: StoreKi
     assert reopened.uploads("task") == [second]
     assert [upload.upload_id for upload in reopened.uploads("task-2")] == ["upload-3"]
     assert reopened.uploads("no-such-task") == []
+
+
+def test_an_aborted_giant_upload_is_marked_for_its_other_parts(store: StatusStore) -> None:
+    run = store.start_run("task")
+    store.start_parts(run, "big", "upload-1", 3)
+    store.start_parts(run, "", "upload-2", 2)
+    assert not store.parts_aborted(run, "big")
+    store.abort_parts(run, "big")
+    store.abort_parts(run, "big")
+    assert store.parts_aborted(run, "big")
+    assert not store.parts_aborted(run, "")
+    assert not store.parts_aborted(run, "never-started")

@@ -208,6 +208,8 @@ class Worker:
         return None
 
     def _copy_giant_part(self, item: WorkItem, part: UploadPart) -> ObjectResult | None:
+        if self.store.parts_aborted(item.run, item.key):
+            return None  # the object failed (and was recorded) once already: its other parts are dropped unsent
         try:
             part_etag = self.copier.copy_part(item.key, item.etag, part.upload_id, part.range)
             parts = self.store.finish_part(item.run, item.key, part.number, part_etag)
@@ -215,17 +217,25 @@ class Worker:
                 return None
             copied = self.copier.finish_upload(item.key, item.size, item.etag, part.upload_id, parts, part.mark)
         except SourceVanishedError as gone:
-            self.copier.abort_upload(item.key, part.upload_id)
+            self._give_up_giant(item, part)
             return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
         except SourceChangedError:
             # Parts of two versions must never be mixed: give this copy up; the next scan copies the new one.
-            self.copier.abort_upload(item.key, part.upload_id)
+            self._give_up_giant(item, part)
             raise CopyError("the source object changed while its parts were being copied", retryable=False) from None
+        except botocore.exceptions.ClientError as error:
+            if error_code(error) == "NoSuchUpload" and self.store.parts_aborted(item.run, item.key):
+                return None  # aborted while this part was being copied
+            raise
         return ObjectResult(item.key, Operation.COPY, ObjectState.COPIED, copied.size, copied.dest_etag)
 
     def _give_up_giant(self, item: WorkItem, part: UploadPart) -> None:
-        """A part that cannot be copied dooms its object: its upload is aborted."""
-        self.copier.abort_upload(item.key, part.upload_id)
+        """A part that cannot be copied dooms its object: its upload is aborted, and marked so that the other
+        parts' messages are dropped at once instead of each failing with NoSuchUpload until dead-lettered."""
+        try:
+            self.store.abort_parts(item.run, item.key)
+        finally:
+            self.copier.abort_upload(item.key, part.upload_id)
 
     def _delete(self, item: WorkItem) -> ObjectResult:
         # An object that appeared in the source since the scan must not be deleted from the copy.

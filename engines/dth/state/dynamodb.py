@@ -15,7 +15,7 @@ Item layout (single-table design; `<run>` is a run id, `<task>` a task name, `<k
 |                       |                         |                                 | dest_etag, attempts, reason,          |
 |                       |                         |                                 | last_error, updated                   |
 | giant-object upload   | `UPLOAD#<run>`          | `<key>`                         | upload_id, total_parts, parts_done,   |
-|                       |                         |                                 | completed_by (once claimed)           |
+|                       |                         |                                 | completed_by (once claimed), aborted  |
 | one part of it        | `PART#<run>#<key>`      | part number, 5 digits           | part_number, etag                     |
 | S3 event sequencer    | `EVENT#<task>`          | `<key>`                         | sequencer, seq_order                  |
 | upload in progress    | `UPLOADS#<task>`        | `<upload id>`                   | key, bucket, dest_key, etag, mark,    |
@@ -645,6 +645,18 @@ class DynamoStatusStore(StatusStore):
             KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": _s(_parts_pk(run_id, key))}
         )
         return sorted((_int(item, "part_number"), _str(item, "etag")) for item in parts)
+
+    def abort_parts(self, run_id: str, key: str) -> None:
+        self._update(
+            _upload_key(run_id, key),
+            "SET aborted = :yes",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":yes": {"BOOL": True}},
+        )
+
+    def parts_aborted(self, run_id: str, key: str) -> bool:
+        item = self._get(_upload_key(run_id, key), ["aborted"])
+        return bool(item and item.get("aborted", {}).get("BOOL"))
 
     # --- multipart uploads in progress, per task ------------------------------------------------
 

@@ -150,6 +150,13 @@ class StatusStore(ABC):
         last missing part, and None to all others: exactly one worker completes the upload. A
         redelivery of that last part gets the parts again, in case its worker died before completing."""
 
+    @abstractmethod
+    def abort_parts(self, run_id: str, key: str) -> None:
+        """The giant object's upload was aborted (a part failed for good): its other parts are not to be copied."""
+
+    @abstractmethod
+    def parts_aborted(self, run_id: str, key: str) -> bool: ...
+
     # --- multipart uploads in progress, per task ------------------------------------------------
 
     @abstractmethod
@@ -215,7 +222,7 @@ CREATE INDEX IF NOT EXISTS objects_by_state ON objects (run_id, state);
 CREATE TABLE IF NOT EXISTS scan_locks (task TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS uploads (
     run_id TEXT NOT NULL, key TEXT NOT NULL, upload_id TEXT NOT NULL, total_parts INTEGER NOT NULL,
-    completed_by INTEGER, PRIMARY KEY (run_id, key)
+    completed_by INTEGER, aborted INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, key)
 );
 CREATE TABLE IF NOT EXISTS upload_parts (
     run_id TEXT NOT NULL, key TEXT NOT NULL, part_number INTEGER NOT NULL, etag TEXT NOT NULL,
@@ -250,6 +257,8 @@ class SqliteStatusStore(StatusStore):
             columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
             if "scan_error" not in columns:  # a state file written before scan errors were recorded
                 db.execute("ALTER TABLE runs ADD COLUMN scan_error TEXT")
+            if "aborted" not in {row[1] for row in db.execute("PRAGMA table_info(uploads)")}:
+                db.execute("ALTER TABLE uploads ADD COLUMN aborted INTEGER NOT NULL DEFAULT 0")
 
     def start_run(self, task: str) -> str:
         run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
@@ -449,6 +458,15 @@ class SqliteStatusStore(StatusStore):
                 return None
             db.execute("UPDATE uploads SET completed_by = ? WHERE run_id = ? AND key = ?", (part_number, run_id, key))
         return [(int(number), str(part_etag)) for number, part_etag in parts]
+
+    def abort_parts(self, run_id: str, key: str) -> None:
+        with self._db.transaction() as db:
+            db.execute("UPDATE uploads SET aborted = 1 WHERE run_id = ? AND key = ?", (run_id, key))
+
+    def parts_aborted(self, run_id: str, key: str) -> bool:
+        with self._db.reading() as db:
+            row = db.execute("SELECT aborted FROM uploads WHERE run_id = ? AND key = ?", (run_id, key)).fetchone()
+        return bool(row and row[0])
 
     def record_upload(self, task: str, upload: UploadRecord) -> None:
         with self._db.transaction() as db:
