@@ -141,6 +141,8 @@ class ObjectCopier:
         # Whether this service's CopyObject keeps a multipart source's ETag (Ceph clones the object; AWS writes
         # a new single-part one): unknown until the first multipart source is copied.
         self._copy_keeps_multipart_etag: bool | None = None
+        self._clone_answer = threading.Condition()
+        self._clone_asking = False
         # Where the uploads this copier starts are recorded, to be resumed or aborted after a crash.
         self.uploads = uploads
 
@@ -302,16 +304,29 @@ class ObjectCopier:
 
     def try_clone(self, key: str, size: int, etag: str) -> CopyResult | None:
         """One CopyObject for a multipart source on the same service, where that keeps its ETag; None when it
-        does not apply or did not keep the ETag (then copy it part by part)."""
-        return self._clone_multipart(key, size, etag) if self._may_clone(size, etag) else None
+        does not apply or did not keep the ETag (then copy it part by part). Until the service has answered
+        whether it keeps the ETag, one thread asks and the others wait for its answer: on AWS every asker's
+        object is copied twice."""
+        if not self._may_clone(size, etag):
+            return None
+        with self._clone_answer:
+            while self._copy_keeps_multipart_etag is None and self._clone_asking:
+                self._clone_answer.wait()
+            if self._copy_keeps_multipart_etag is False:
+                return None
+            asking = self._copy_keeps_multipart_etag is None
+            self._clone_asking = asking
+        try:
+            return self._clone_multipart(key, size, etag)
+        finally:
+            if asking:  # answered, or failed without an answer: then the next thread asks
+                with self._clone_answer:
+                    self._clone_asking = False
+                    self._clone_answer.notify_all()
 
     def _may_clone(self, size: int, etag: str) -> bool:
         return (
-            self.server_side
-            and self._etags_are_md5
-            and self._copy_keeps_multipart_etag is not False
-            and parts_count(etag) is not None
-            and size <= MAX_COPY_OBJECT_BYTES
+            self.server_side and self._etags_are_md5 and parts_count(etag) is not None and size <= MAX_COPY_OBJECT_BYTES
         )
 
     def _clone_multipart(self, key: str, size: int, etag: str) -> CopyResult | None:
