@@ -297,6 +297,10 @@ class ObjectCopier:
                 self._source_etag_must_be_md5(
                     key, etag, f"copied object's ETag {dest_etag} differs from the source's {etag}"
                 )
+                if not mark:
+                    # An SSE-KMS source: the copy's ETag can never match, so it must record the source's, or
+                    # every later run would copy it again. Copied once more, server side, with the record.
+                    return self._copy_object(key, size, etag, mark=True)
         else:
             # Nothing to compare the copy with: at least make sure it was made from the listed version.
             self._source_unchanged(key, etag)
@@ -385,7 +389,8 @@ class ObjectCopier:
             source_kms = response.get("ServerSideEncryption") == "aws:kms"
             if _is_md5(etag) and not source_kms and digest.hexdigest() != etag:
                 raise CopyError(f"content read from the source has MD5 {digest.hexdigest()}, its ETag is {etag}")
-            arguments = self._new_object_arguments(key, response, etag, mark)
+            # An SSE-KMS source's ETag is no MD5: the copy's cannot equal it, so the copy records it.
+            arguments = self._new_object_arguments(key, response, etag, mark or source_kms)
             result = self.destination.client.put_object(
                 Bucket=self.destination.bucket,
                 Key=self.destination.key_for(key),
@@ -432,10 +437,11 @@ class ObjectCopier:
     def start_upload(self, key: str, etag: str, mark: bool) -> str:
         head = self.head_source(key, etag)
         dest_key = self.destination.key_for(key)
+        source_kms = head.get("ServerSideEncryption") == "aws:kms"  # its ETag is no MD5: the copy records it
         response = self.destination.client.create_multipart_upload(
             Bucket=self.destination.bucket,
             Key=dest_key,
-            **self._new_object_arguments(key, head, etag, mark),
+            **self._new_object_arguments(key, head, etag, mark or source_kms),
         )
         upload_id = str(response["UploadId"])
         if self.uploads is not None:
@@ -601,4 +607,5 @@ class ObjectCopier:
             etag=normalize_etag(head.get("ETag")),
             metadata=dict(head.get("Metadata") or {}),
             checksums=checksums,
+            kms=head.get("ServerSideEncryption") == "aws:kms",
         )

@@ -22,7 +22,7 @@ from dth.s3.filters import KeyFilter
 from dth.s3.listing import list_objects, normalize_etag
 from dth.s3.sides import S3Side
 from dth.s3.work import WorkItem
-from dth.spec.model import S3TaskSpec, SseMode
+from dth.spec.model import S3TaskSpec
 from dth.state.queue import WorkQueue
 from dth.state.store import Operation, PlannedObject, StatusStore, UploadRecord
 
@@ -88,9 +88,7 @@ class Finder:
         self.store = store
         self.inspector = inspector
         self.list_threads = list_threads
-        self.strategy = strategy_for(
-            self.options.compare, destination_etags_are_md5=spec.destination.sse is not SseMode.AWS_KMS
-        )
+        self.strategy = strategy_for(self.options.compare)
         self.selected = KeyFilter(self.options.include, self.options.exclude)
 
     def _changes(self) -> Iterator[Change]:
