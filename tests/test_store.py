@@ -684,3 +684,19 @@ def test_an_aborted_giant_upload_is_marked_for_its_other_parts(store: StatusStor
     assert store.parts_aborted(run, "big")
     assert not store.parts_aborted(run, "")
     assert not store.parts_aborted(run, "never-started")
+
+
+def test_a_state_file_from_before_aborted_giant_uploads_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE uploads (run_id TEXT NOT NULL, key TEXT NOT NULL, upload_id TEXT NOT NULL, "
+            "total_parts INTEGER NOT NULL, completed_by INTEGER, PRIMARY KEY (run_id, key))"
+        )
+        old.execute("INSERT INTO uploads (run_id, key, upload_id, total_parts) VALUES ('r1', 'big', 'u1', 2)")
+    store = SqliteStatusStore(path)
+    assert not store.parts_aborted("r1", "big")
+    store.abort_parts("r1", "big")
+    assert store.parts_aborted("r1", "big")

@@ -402,7 +402,11 @@ class SqsQueue(WorkQueue):
                 if not unmarked:
                     continue
                 letters = [self._dead_letter_of(raw) for raw in unmarked]
-                record(letters)
+                try:
+                    record(letters)
+                except BaseException:
+                    marked += [raw["ReceiptHandle"] for raw in unmarked]  # for the next sweep, at once
+                    raise
                 for raw, letter in zip(unmarked, letters, strict=True):
                     self._client.send_message(
                         QueueUrl=self.dead_letter_queue_url,
