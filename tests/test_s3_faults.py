@@ -199,11 +199,17 @@ def kill_mid_multipart(site: S3Site, proxy: FaultProxy, name: str, state: Path, 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for(lambda: parts.hits >= 7, what="parts of every object to be under way")
+
+    def under_way() -> bool:
+        uploads = stored_uploads(client, dst)
+        return len(uploads) == 4 and sum(uploads.values()) > 0  # the foreign one and ours, some parts stored
+
+    wait_for(under_way, what="every object's upload to have started and parts to be stored", interval=0.05)
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)
     left = stored_uploads(client, dst)
-    assert len(left) >= 3 and sum(left.values()) > 0, left  # what the kill leaves: uploads with stored parts
+    assert len(left) == 4 and sum(left.values()) > 0, left  # what the kill leaves: uploads with stored parts
+    assert parts.hits < 12  # killed mid-copy
     proxy.clear()
     return KilledSync(client, src, dst, bodies, foreign, arguments)
 

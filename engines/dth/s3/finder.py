@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TextIO
 
+import botocore.exceptions
+
 from dth.errors import DthError
 from dth.s3.compare import strategy_for
 from dth.s3.copier import ObjectCopier, SourceVanishedError
@@ -153,11 +155,13 @@ class Finder:
         if ledger is None:
             return {}
         waiting: dict[str, list[UploadRecord]] = {}
-        for upload in ledger.recorded():
+        for upload in ledger.recorded():  # oldest first
             if self.options.abort_stale_uploads or not self._resumable(upload):
                 self._abort(upload, "its copy cannot resume it")
-            else:
-                waiting.setdefault(upload.dest_key, []).append(upload)
+                continue
+            for older in waiting.pop(upload.dest_key, []):
+                self._abort(older, "a newer upload of the same version will be resumed")
+            waiting[upload.dest_key] = [upload]
         return waiting
 
     def _resumable(self, upload: UploadRecord) -> bool:
@@ -165,8 +169,8 @@ class Finder:
             return False
         try:
             head = self.inspector.head_source(upload.key)
-        except SourceVanishedError:
-            return False
+        except (SourceVanishedError, botocore.exceptions.ClientError):
+            return False  # gone, or unreadable: no copy of it can resume the upload
         return normalize_etag(head.get("ETag")) == upload.etag
 
     def _abort(self, upload: UploadRecord, why: str) -> None:
