@@ -20,7 +20,7 @@ from dth.s3.compare import (
 )
 from dth.s3.listing import ObjectInfo, normalize_etag
 from dth.spec.load import parse_task_spec
-from dth.spec.model import CompareMode, SseMode
+from dth.spec.model import CompareMode
 
 PLAIN_A = hashlib.md5(b"a", usedforsecurity=False).hexdigest()
 PLAIN_B = hashlib.md5(b"b", usedforsecurity=False).hexdigest()
@@ -65,7 +65,7 @@ EXPECTED = {
     },
     SizeAndEtag: {
         "plain-equal": Verdict.SAME,
-        "plain-differ": Verdict.DIFFERENT,
+        "plain-differ": Verdict.INSPECT,  # an SSE-KMS source's ETag is no MD5: only the copy's record can tell
         "multipart-equal": Verdict.SAME,
         "multipart-differ": Verdict.INSPECT,
         "multipart-vs-plain": Verdict.INSPECT,
@@ -162,8 +162,14 @@ def test_checksum_inspect_falls_back_to_etags_without_shared_algorithm() -> None
     assert strategy.inspect(details(PLAIN_A, SHA256="s1"), details(PLAIN_A, CRC32C="c1"))
     assert strategy.inspect(details(MULTI_A), details(MULTI_A))
     assert not strategy.inspect(details(PLAIN_A), details(PLAIN_B))
-    # Both plain MD5s: a record cannot override what the MD5s say.
+    # Both plain MD5s: a record cannot override what the MD5s say ...
     assert not strategy.inspect(details(PLAIN_A), details(PLAIN_B, metadata={SOURCE_ETAG_METADATA: PLAIN_A}))
+    # ... unless one of them is no MD5, though it looks like one (SSE-KMS).
+    kms_source = ObjectDetails(100, PLAIN_A, kms=True)
+    assert strategy.inspect(kms_source, details(PLAIN_B, metadata={SOURCE_ETAG_METADATA: PLAIN_A}))
+    assert not strategy.inspect(kms_source, details(PLAIN_B))
+    assert SizeAndEtag().inspect(kms_source, details(PLAIN_B, metadata={SOURCE_ETAG_METADATA: PLAIN_A}))
+    assert not SizeAndEtag().inspect(details(PLAIN_A), details(PLAIN_B, metadata={SOURCE_ETAG_METADATA: PLAIN_A}))
     # Different layouts: the record decides.
     assert strategy.inspect(details(MULTI_A), details(PLAIN_B, metadata={SOURCE_ETAG_METADATA: MULTI_A}))
     assert not strategy.inspect(details(MULTI_A), details(PLAIN_B))
@@ -217,8 +223,9 @@ def test_size_etag_recognises_objects_copied_to_a_kms_destination() -> None:
             "options": {"compare": "size-etag"},
         }
     )
-    strategy = strategy_for(spec.options.compare, destination_etags_are_md5=spec.destination.sse is not SseMode.AWS_KMS)
+    strategy = strategy_for(spec.options.compare)
     kms_etag = hashlib.md5(b"not the content", usedforsecurity=False).hexdigest()  # what AWS returns
     source, destination = info(PLAIN_A), info(kms_etag)
-    destination_head = details(kms_etag, metadata={SOURCE_ETAG_METADATA: PLAIN_A})
+    # HEAD says what the listing cannot: the destination is encrypted with SSE-KMS.
+    destination_head = ObjectDetails(100, kms_etag, {SOURCE_ETAG_METADATA: PLAIN_A}, kms=True)
     assert settles_as_same(strategy, source, destination, details(PLAIN_A), destination_head)

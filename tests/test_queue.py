@@ -290,6 +290,44 @@ def test_dead_letter_moves_at_once_with_reason(queue: WorkQueue) -> None:
     assert queue.dead_letters() == [DeadLetter("bad", "AccessDenied: not allowed to read the source", 1)]
 
 
+def test_sweep_hands_over_each_dead_letter_the_queue_made_once_and_keeps_it(queue: WorkQueue) -> None:
+    """Dead letters a worker made itself were recorded by that worker; the ones the queue made (a worker died on
+    the message's last delivery) were recorded by nobody: the sweep hands those over, once each."""
+    queue.send(["poison", "refused"])
+    refused = next(m for m in queue.receive(10, visibility_timeout=0) if m.body == "refused")
+    queue.dead_letter(refused, "AccessDenied")
+    for _ in range(2):
+        assert [m.body for m in queue.receive(10, visibility_timeout=0)] == ["poison"]
+    assert queue.receive(10, visibility_timeout=0) == []  # the third receive (max 3) moves it
+    swept: list[DeadLetter] = []
+    assert queue.sweep_dead_letters(swept.extend) == 1
+    assert [(letter.body, letter.reason, letter.receive_count) for letter in swept] == [
+        ("poison", "received too many times without success", 3)
+    ]
+    assert queue.sweep_dead_letters(swept.extend) == 0
+    assert len(swept) == 1
+    assert sorted((letter.body, letter.reason) for letter in queue.dead_letters()) == [
+        ("poison", "received too many times without success"),
+        ("refused", "AccessDenied"),
+    ]
+
+
+def test_a_failing_record_leaves_the_dead_letters_to_the_next_sweep(queue: WorkQueue) -> None:
+    queue.send(["poison"])
+    for _ in range(3):
+        queue.receive(10, visibility_timeout=0)
+    assert queue.receive(10, visibility_timeout=0) == []
+
+    def fail(letters: list[DeadLetter]) -> None:
+        raise RuntimeError("the status store is unreachable")
+
+    with pytest.raises(RuntimeError):
+        queue.sweep_dead_letters(fail)
+    swept: list[DeadLetter] = []
+    assert queue.sweep_dead_letters(swept.extend) == 1
+    assert [letter.body for letter in swept] == ["poison"]
+
+
 def test_dead_letters_limit_and_order(queue: WorkQueue, kind: QueueKind) -> None:
     queue.send([f"m{i}" for i in range(5)])
     received = sorted(queue.receive(5, visibility_timeout=30), key=lambda m: m.body)
@@ -404,3 +442,27 @@ def test_concurrent_receivers_never_share_a_message(kind: QueueKind, shared: boo
     assert {m.receive_count for messages in received for m in messages} == {1}
     assert sum(1 for messages in received if messages) > 1  # the receivers did run at the same time
     assert sender.depth() == QueueDepth(visible=0, in_flight=kind.messages, dead=0)
+
+
+def test_a_state_file_from_before_dead_letter_sweeps_is_upgraded(tmp_path: Path) -> None:
+    """Its dead letters were recorded by the run that made them: the sweep hands over only new ones."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE queue_dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, "
+            "body TEXT NOT NULL, reason TEXT NOT NULL, receive_count INTEGER NOT NULL, dead_at REAL NOT NULL)"
+        )
+        old.execute(
+            "INSERT INTO queue_dead_letters (queue, body, reason, receive_count, dead_at) VALUES ('work', 'old', 'x', 6, 1)"
+        )
+    queue = SqliteQueue(path, max_receive_count=1)
+    queue.send(["new"])
+    assert [m.body for m in queue.receive(10, visibility_timeout=0)] == ["new"]
+    assert queue.receive(10, visibility_timeout=0) == []  # moved to the dead letters by the queue itself
+    swept: list[list[str]] = []
+    assert queue.sweep_dead_letters(lambda letters: swept.append([letter.body for letter in letters])) == 1
+    assert queue.sweep_dead_letters(lambda letters: swept.append([letter.body for letter in letters])) == 0
+    assert swept == [["new"]]
+    assert [letter.body for letter in queue.dead_letters()] == ["old", "new"]

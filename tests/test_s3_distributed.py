@@ -367,3 +367,36 @@ def test_a_source_changing_while_its_parts_are_copied_is_never_mixed(
     (failed,) = store.records(run, [ObjectState.FAILED])
     assert failed.key == "moving.bin"
     assert "changed while its parts were being copied" in failed.reason
+
+
+def test_the_folder_marker_at_the_source_prefix_becomes_the_destination_prefix_marker_or_is_skipped(
+    deploy: Callable[..., Deployment], rgw_site: S3Site, source_and_destination: Any, unique_name: str
+) -> None:
+    """`app/` at the prefix `app/` has the relative key "": DynamoDB refused it as a sort key (the whole task
+    failed), and a destination without a prefix has no key for it."""
+    client = source_and_destination
+    client.put_object(Bucket=f"{unique_name}-src", Key="app/", Body=b"")
+    client.put_object(Bucket=f"{unique_name}-src", Key="app/x", Body=b"x")
+    spec = task_spec(rgw_site, f"{unique_name}-src", f"{unique_name}-dst")
+    spec["source"]["prefix"] = "app/"
+    spec["destination"]["prefix"] = "backup/"
+    deployment = deploy(spec)
+    deployment.run("finder")
+    deployment.run("worker", "--exit-when-idle", "2")
+    assert objects(client, f"{unique_name}-dst") == {"backup/": b"", "backup/x": b"x"}
+    counters = deployment.counters()
+    assert (counters.found, counters.copied, counters.skipped, counters.failed) == (2, 2, 0, 0)
+
+    spec["destination"]["prefix"] = ""
+    deployment = deployment.with_spec(spec)
+    deployment.run("finder")
+    deployment.run("worker", "--exit-when-idle", "2")
+    assert objects(client, f"{unique_name}-dst") == {"backup/": b"", "backup/x": b"x", "x": b"x"}
+    counters = deployment.counters()
+    assert (counters.found, counters.copied, counters.skipped, counters.failed) == (2, 1, 1, 0)
+    store = deployment.store()
+    run = store.latest_run(unique_name)
+    assert run is not None
+    (skipped,) = store.records(run, [ObjectState.SKIPPED])
+    assert skipped.key == ""
+    assert "'app/' is the source prefix itself, and the destination has no prefix" in skipped.reason

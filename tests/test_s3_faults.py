@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,9 @@ import pytest
 
 from dth.devtools.faultproxy import Fault, FaultProxy
 from dth.devtools.sites import S3Site
+from dth.devtools.waiting import wait_for
+
+MiB = 1024 * 1024
 
 
 @pytest.fixture
@@ -189,3 +194,131 @@ def test_a_truncated_listing_page_without_a_continuation_token_fails_the_sync(
     assert report["counters"]["deleted"] == 0
     remaining = {o["Key"] for o in client.list_objects_v2(Bucket=f"{unique_name}-b")["Contents"]}
     assert {f"dir-{n}/only-here" for n in range(5)} <= remaining
+
+
+def stored_uploads(client: Any, bucket: str) -> dict[str, int]:
+    """The multipart uploads in progress in the bucket: upload id -> bytes of parts stored."""
+    return {
+        upload["UploadId"]: sum(
+            part["Size"]
+            for part in client.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]).get(
+                "Parts", []
+            )
+        )
+        for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    }
+
+
+@dataclass
+class KilledSync:
+    client: Any
+    src: str
+    dst: str
+    bodies: dict[str, bytes]
+    foreign: str  # an upload another tool started under the destination prefix
+    arguments: list[str]
+
+
+def kill_mid_multipart(site: S3Site, proxy: FaultProxy, name: str, state: Path, *flags: str) -> KilledSync:
+    """A `dth s3 sync` of three 20 MiB objects (4 parts each, slowed down) killed with SIGKILL mid-copy."""
+    src, dst = f"{name}-a", f"{name}-b"
+    bodies = {f"big-{n}.bin": os.urandom(20 * MiB) for n in range(3)}
+    client = fill(site, src, [])
+    for key, body in bodies.items():
+        client.put_object(Bucket=src, Key=key, Body=body)
+    client.create_bucket(Bucket=dst)
+    foreign = client.create_multipart_upload(Bucket=dst, Key="another-tool.bin")["UploadId"]
+    arguments = [f"s3://{src}", f"s3://{dst}", "--multipart-threshold", "5MiB", "--chunk-size", "5MiB"]
+    arguments += ["--workers", "3", "--concurrency", "3", "--source-endpoint", site.url, "--dest-endpoint", proxy.url]
+    arguments += flags
+    parts = proxy.add(Fault(method="PUT", query_contains="partNumber", delay=0.5))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
+    env.update(AWS_ACCESS_KEY_ID=site.access_key, AWS_SECRET_ACCESS_KEY=site.secret_key)
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "dth", "s3", "sync", *arguments, "--state", str(state)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def under_way() -> bool:
+        uploads = stored_uploads(client, dst)
+        return len(uploads) == 4 and sum(uploads.values()) > 0  # the foreign one and ours, some parts stored
+
+    wait_for(under_way, what="every object's upload to have started and parts to be stored", interval=0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    left = stored_uploads(client, dst)
+    assert len(left) == 4 and sum(left.values()) > 0, left  # what the kill leaves: uploads with stored parts
+    assert parts.hits < 12  # killed mid-copy
+    proxy.clear()
+    return KilledSync(client, src, dst, bodies, foreign, arguments)
+
+
+@pytest.mark.parametrize("giant", [False, True], ids=["multipart", "giant"])
+def test_a_sync_killed_mid_multipart_resumes_its_uploads_when_run_again(
+    rgw_site: S3Site, proxy: FaultProxy, unique_name: str, tmp_path: Path, giant: bool
+) -> None:
+    """SIGKILL leaves the uploads it started, with their parts: the next run resumes them (ListParts: the
+    stored parts are not sent again), whether one worker copies the parts or every worker takes a share (giant
+    objects); another tool's upload under the prefix is left alone."""
+    flags = ["--giant-file-threshold", "8MiB"] if giant else []
+    killed = kill_mid_multipart(rgw_site, proxy, unique_name, tmp_path / "s.db", *flags)
+    counted = proxy.add(Fault(method="PUT", query_contains="partNumber", delay=0.01))
+    code, report, stderr = sync(rgw_site, tmp_path / "s.db", *killed.arguments)
+    assert code == 0, stderr
+    assert report["counters"]["copied"] == 3
+    assert list(stored_uploads(killed.client, killed.dst)) == [killed.foreign]
+    assert {key: killed.client.get_object(Bucket=killed.dst, Key=key)["Body"].read() for key in killed.bodies} == (
+        killed.bodies
+    )
+    assert counted.hits < 12  # 3 x 4 parts: the parts stored before the kill were not sent again
+
+
+@pytest.mark.parametrize("why", ["--abort-stale-uploads", "the sources changed"])
+def test_uploads_left_by_a_killed_sync_that_cannot_be_resumed_are_aborted(
+    rgw_site: S3Site, proxy: FaultProxy, unique_name: str, tmp_path: Path, why: str
+) -> None:
+    killed = kill_mid_multipart(rgw_site, proxy, unique_name, tmp_path / "s.db")
+    flags = [why] if why.startswith("--") else []
+    if not flags:
+        for key in killed.bodies:
+            killed.bodies[key] = os.urandom(20 * MiB)
+            killed.client.put_object(Bucket=killed.src, Key=key, Body=killed.bodies[key])
+    counted = proxy.add(Fault(method="PUT", query_contains="partNumber", delay=0.01))
+    code, report, stderr = sync(rgw_site, tmp_path / "s.db", *killed.arguments, *flags)
+    assert code == 0, stderr
+    assert report["counters"]["copied"] == 3
+    assert list(stored_uploads(killed.client, killed.dst)) == [killed.foreign]
+    assert {key: killed.client.get_object(Bucket=killed.dst, Key=key)["Body"].read() for key in killed.bodies} == (
+        killed.bodies
+    )
+    assert counted.hits == 12  # nothing resumed: every part sent again
+
+
+def test_the_parts_of_a_giant_object_whose_upload_was_aborted_are_dropped_at_once(
+    rgw_site: S3Site, proxy: FaultProxy, unique_name: str, tmp_path: Path
+) -> None:
+    """A part refused for good aborts the giant object's upload: each remaining part message used to fail with
+    NoSuchUpload until it was dead-lettered (parts x (maxRetries + 1) receives), and now is dropped unsent."""
+    src, dst = f"{unique_name}-a", f"{unique_name}-b"
+    client = fill(rgw_site, src, [])
+    client.put_object(Bucket=src, Key="giant.bin", Body=os.urandom(40 * MiB))
+    client.create_bucket(Bucket=dst)
+    refused = proxy.add(Fault(method="PUT", query_contains="partNumber=2", status=403, code="AccessDenied"))
+    parts = proxy.add(Fault(method="PUT", query_contains="partNumber", delay=0.01))
+    code, report, stderr = sync(
+        rgw_site,
+        tmp_path / "s.db",
+        f"s3://{src}",
+        f"s3://{dst}",
+        *["--multipart-threshold", "5MiB", "--chunk-size", "5MiB", "--giant-file-threshold", "8MiB"],
+        *["--workers", "2", "--concurrency", "2", "--source-endpoint", rgw_site.url, "--dest-endpoint", proxy.url],
+    )
+    assert code == 1, stderr
+    assert report["counters"] == {**report["counters"], "found": 1, "copied": 0, "failed": 1}
+    (failed,) = report["failed"]
+    assert (failed["key"], failed["reason"]) == ("giant.bin", "part 2: AccessDenied: injected by the test proxy")
+    assert refused.hits == 1
+    assert parts.hits <= 7  # 8 parts: at most the others already under way are sent, none again
+    assert stored_uploads(client, dst) == {}

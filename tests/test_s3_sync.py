@@ -588,3 +588,51 @@ def test_the_state_file_keeps_only_the_last_runs(moto_site: S3Site, unique_name:
         queues = {row[0] for row in db.execute("SELECT DISTINCT queue FROM queue_messages")}
     assert kept == set(runs[-2:])
     assert queues <= kept
+
+
+def test_the_folder_marker_at_the_source_prefix_becomes_the_destination_prefix_marker_or_is_skipped(
+    rgw_site: S3Site, buckets: tuple[Any, str, str], tmp_path: Path
+) -> None:
+    client, src, dst = buckets
+    client.put_object(Bucket=src, Key="app/", Body=b"")
+    client.put_object(Bucket=src, Key="app/x", Body=b"x")
+    into_root = sync(f"s3://{src}/app/", f"s3://{dst}/", site=rgw_site, state=tmp_path / "a.db")
+    assert into_root.code == 0, into_root.stderr
+    assert into_root.report["counters"]["copied"] == 1
+    (skipped,) = into_root.report["skipped"]
+    assert skipped["key"] == ""
+    assert "'app/' is the source prefix itself, and the destination has no prefix" in skipped["reason"]
+    into_prefix = sync(f"s3://{src}/app/", f"s3://{dst}/backup", site=rgw_site, state=tmp_path / "b.db")
+    assert into_prefix.code == 0, into_prefix.stderr
+    assert into_prefix.report["counters"]["copied"] == 2
+    assert contents(client, dst) == {"x": b"x", "backup/": b"", "backup/x": b"x"}
+
+
+def test_whether_copy_object_keeps_a_multipart_etag_is_asked_once_not_by_every_worker(
+    moto_site: S3Site, unique_name: str, tmp_path: Path
+) -> None:
+    """On AWS (and moto) CopyObject gives a multipart source a new ETag, so its copy is redone part by part: the
+    question must be asked by one object while the other workers wait for the answer, or up to `workers` big
+    objects are copied twice."""
+    client = make_bucket(moto_site, unique_name)
+    client.create_bucket(Bucket=f"{unique_name}-dst")
+    sources = {
+        f"m{n}": upload_multipart(client, unique_name, f"m{n}", [os.urandom(5 * MiB), os.urandom(1024)])
+        for n in range(6)
+    }
+    with FaultProxy(moto_site.url) as proxy:
+        proxy.add(Fault(method="PUT", query_contains="partNumber", delay=0.001))
+        # Every other PUT to the destination is a CopyObject: slowed, so that all workers are ready to ask at once.
+        copy_objects = proxy.add(Fault(method="PUT", path_contains=f"{unique_name}-dst/", delay=0.5))
+        result = sync(
+            f"s3://{unique_name}",
+            f"s3://{unique_name}-dst",
+            "--workers",
+            "6",
+            site=moto_site,
+            state=tmp_path / "s.db",
+            endpoint=proxy.url,
+        )
+    assert result.code == 0, result.stderr + result.stdout
+    assert etags(client, f"{unique_name}-dst") == sources
+    assert copy_objects.hits == 1

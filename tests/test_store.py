@@ -33,7 +33,15 @@ from dth.state.dynamodb import EXPIRY_ATTRIBUTE, DynamoStatusStore, create_table
 from dth.state.queue import SqliteQueue
 from dth.state.scanlock import ScanLock, ScanLockLostError
 from dth.state.sqlite import SqliteDatabase
-from dth.state.store import ObjectResult, ObjectState, Operation, PlannedObject, SqliteStatusStore, StatusStore
+from dth.state.store import (
+    ObjectResult,
+    ObjectState,
+    Operation,
+    PlannedObject,
+    SqliteStatusStore,
+    StatusStore,
+    UploadRecord,
+)
 
 COPY, DELETE = Operation.COPY, Operation.DELETE
 
@@ -747,3 +755,68 @@ def test_dynamodb_counters_match_a_model(
 ) -> None:
     """The same model against DynamoDB, with fewer examples (each is a fresh run in one table)."""
     check_against_model(dynamo_store, history)
+
+
+def test_the_empty_key_of_a_folder_marker_at_the_prefix_is_a_record_like_any_other(store: StatusStore) -> None:
+    """A source prefix `app/` holding an object `app/` gives the relative key "" (DynamoDB refuses an empty
+    sort key): it is planned, counted, finished and listed (first, as it sorts) like every other key."""
+    run = store.start_run("task")
+    store.plan(run, [planned("", 0), planned("a", 1), planned("", 0, operation=DELETE)])
+    assert store.counters(run) == TransferCounters(found=2, bytes_found=1)
+    store.record_attempt(run, "", COPY, "SlowDown")
+    store.complete(run, [copied("", 0), ObjectResult("", DELETE, ObjectState.DELETED)])
+    store.complete(run, [copied("", 0)])  # a redelivery counts once
+    assert store.counters(run) == TransferCounters(found=2, copied=1, deleted=1, bytes_found=1)
+    records = store.records(run, list(ObjectState))
+    assert [(r.key, r.operation, r.state) for r in records][-1] == ("a", COPY, ObjectState.QUEUED)
+    assert sorted((r.operation, r.state, r.attempts) for r in records if r.key == "") == [
+        (COPY, ObjectState.COPIED, 2),
+        (DELETE, ObjectState.DELETED, 1),
+    ]
+    assert store.start_parts(run, "", "upload-1", 1) == "upload-1"
+    assert store.finish_part(run, "", 1, "etag-1") == [(1, "etag-1")]
+
+
+def test_uploads_in_progress_are_recorded_per_task_until_forgotten(kind: StoreKind) -> None:
+    store = kind.open()
+    first = UploadRecord("", "upload-1", "dst", "backup/", "etag-a", False, 1.0)
+    second = UploadRecord("big.bin", "upload-2", "dst", "backup/big.bin", "etag-b-3", True, 2.0)
+    store.record_upload("task", second)
+    store.record_upload("task", first)
+    store.record_upload("task-2", UploadRecord("x", "upload-3", "dst", "x", "etag-c", False, 3.0))
+    assert store.uploads("task") == [first, second]
+    store.forget_upload("task", "upload-1")
+    store.forget_upload("task", "upload-3")  # another task's: not this one's to forget
+    store.forget_upload("task", "never-recorded")
+    reopened = kind.open()
+    assert reopened.uploads("task") == [second]
+    assert [upload.upload_id for upload in reopened.uploads("task-2")] == ["upload-3"]
+    assert reopened.uploads("no-such-task") == []
+
+
+def test_an_aborted_giant_upload_is_marked_for_its_other_parts(store: StatusStore) -> None:
+    run = store.start_run("task")
+    store.start_parts(run, "big", "upload-1", 3)
+    store.start_parts(run, "", "upload-2", 2)
+    assert not store.parts_aborted(run, "big")
+    store.abort_parts(run, "big")
+    store.abort_parts(run, "big")
+    assert store.parts_aborted(run, "big")
+    assert not store.parts_aborted(run, "")
+    assert not store.parts_aborted(run, "never-started")
+
+
+def test_a_state_file_from_before_aborted_giant_uploads_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE uploads (run_id TEXT NOT NULL, key TEXT NOT NULL, upload_id TEXT NOT NULL, "
+            "total_parts INTEGER NOT NULL, completed_by INTEGER, PRIMARY KEY (run_id, key))"
+        )
+        old.execute("INSERT INTO uploads (run_id, key, upload_id, total_parts) VALUES ('r1', 'big', 'u1', 2)")
+    store = SqliteStatusStore(path)
+    assert not store.parts_aborted("r1", "big")
+    store.abort_parts("r1", "big")
+    assert store.parts_aborted("r1", "big")

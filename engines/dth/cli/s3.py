@@ -99,6 +99,11 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     tuning.add_argument("--workers", type=int, help="objects in flight")
     tuning.add_argument("--concurrency", type=int, help="multipart parts in flight")
     tuning.add_argument("--list-depth", type=int, help="prefix depth at which listings run in parallel")
+    tuning.add_argument(
+        "--abort-stale-uploads",
+        action="store_true",
+        help="abort the multipart uploads an earlier run of this sync left unfinished instead of resuming them",
+    )
     add_run_arguments(parser)
 
 
@@ -181,6 +186,7 @@ def spec_from_arguments(args: argparse.Namespace) -> S3TaskSpec:
         "copyMetadata": not args.no_metadata,
         "copyTags": args.copy_tags,
         "dryRun": args.dry_run,
+        "abortStaleUploads": args.abort_stale_uploads,
     }
     for flag, field in (
         ("compare", "compare"),

@@ -31,21 +31,28 @@ class ObjectDetails:
     metadata: dict[str, str] = field(default_factory=dict)
     # Full-object checksums by algorithm (SHA256, CRC32C, ...), where the server returns them.
     checksums: dict[str, str] = field(default_factory=dict)
+    # Encrypted with SSE-KMS: its ETag is no MD5 of its content, though it looks like one.
+    kms: bool = False
 
 
 def _plain_md5(etag: str) -> bool:
     return len(etag) == 32 and "-" not in etag
 
 
+def md5s_differ(source: ObjectDetails, destination: ObjectDetails) -> bool:
+    """Whether both ETags are true MD5s of the content (plain, neither side SSE-KMS) and differ: then no record
+    of the source ETag can make the two objects the same."""
+    return (
+        not source.kms
+        and not destination.kms
+        and _plain_md5(source.etag)
+        and _plain_md5(destination.etag)
+        and source.etag != destination.etag
+    )
+
+
 class CompareStrategy(ABC):
     mode: ClassVar[CompareMode]
-
-    def __init__(self, destination_etags_are_md5: bool = True) -> None:
-        # With SSE-KMS a destination's ETags look like MD5s but are not: unequal ones prove nothing.
-        self.destination_etags_are_md5 = destination_etags_are_md5
-
-    def _etags_prove_different(self, source_etag: str, destination_etag: str) -> bool:
-        return self.destination_etags_are_md5 and _plain_md5(source_etag) and _plain_md5(destination_etag)
 
     @abstractmethod
     def compare(self, source: ObjectInfo, destination: ObjectInfo) -> Verdict:
@@ -64,8 +71,10 @@ class SizeOnly(CompareStrategy):
 
 
 class SizeAndEtag(CompareStrategy):
-    """Equal sizes and equal ETags; where the ETags cannot be compared (one is a multipart ETag, the
-    other is not), the destination's record of the source ETag it was copied from decides."""
+    """Equal sizes and equal ETags; where the ETags differ, the destination's record of the source ETag it was
+    copied from decides. Two ETags that look like MD5s prove nothing either: an SSE-KMS source's ETag is no
+    MD5 (a listing cannot tell), and its copy at an unencrypted destination has its MD5. So an object that
+    changed without changing its size costs a HEAD of both sides before it is copied."""
 
     mode = CompareMode.SIZE_ETAG
 
@@ -74,12 +83,14 @@ class SizeAndEtag(CompareStrategy):
             return Verdict.DIFFERENT
         if source.etag == destination.etag:
             return Verdict.SAME
-        if self._etags_prove_different(source.etag, destination.etag):
-            return Verdict.DIFFERENT
         return Verdict.INSPECT
 
     def inspect(self, source: ObjectDetails, destination: ObjectDetails) -> bool:
-        return source.size == destination.size and destination.metadata.get(SOURCE_ETAG_METADATA) == source.etag
+        return (
+            source.size == destination.size
+            and not md5s_differ(source, destination)
+            and destination.metadata.get(SOURCE_ETAG_METADATA) == source.etag
+        )
 
 
 class Checksum(SizeAndEtag):
@@ -101,8 +112,7 @@ class Checksum(SizeAndEtag):
             return all(source.checksums[name] == destination.checksums[name] for name in shared)
         if source.etag == destination.etag:
             return True
-        if self._etags_prove_different(source.etag, destination.etag):
-            return False
+        # Unequal ETags prove nothing where one is an SSE-KMS one, or a multipart one: the copy's record decides.
         return super().inspect(source, destination)
 
 
@@ -118,5 +128,5 @@ STRATEGIES: dict[CompareMode, type[CompareStrategy]] = {
 }
 
 
-def strategy_for(mode: CompareMode, *, destination_etags_are_md5: bool = True) -> CompareStrategy:
-    return STRATEGIES[mode](destination_etags_are_md5)
+def strategy_for(mode: CompareMode) -> CompareStrategy:
+    return STRATEGIES[mode]()

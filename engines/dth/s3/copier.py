@@ -25,6 +25,7 @@ from dth.s3.compare import SOURCE_ETAG_METADATA, ObjectDetails
 from dth.s3.listing import normalize_etag
 from dth.s3.parts import PartRange, guess_part_size, multipart_etag, parts_count, plan_parts, ranges_of
 from dth.s3.sides import S3Side, error_code, shares_service
+from dth.s3.uploads import StoredPart, UploadLedger
 from dth.spec.model import S3Destination, S3Options, SseMode
 
 # Headers that travel with an object's content, as GET/HEAD return them and PUT takes them.
@@ -102,6 +103,15 @@ def _is_md5(etag: str) -> bool:
     return len(etag) == 32 and "-" not in etag
 
 
+def reusable_parts(layout: list[PartRange], stored: dict[int, StoredPart]) -> dict[int, str]:
+    """The ETags of the stored parts that are parts of this layout (same number, same size)."""
+    return {
+        part.number: stored[part.number].etag
+        for part in layout
+        if part.number in stored and stored[part.number].size == part.size and stored[part.number].etag
+    }
+
+
 def _not_found(error: botocore.exceptions.ClientError) -> bool:
     return error_code(error) in {"NoSuchKey", "404", "NotFound"}
 
@@ -118,6 +128,7 @@ class ObjectCopier:
         options: S3Options,
         part_pool: Executor,
         memory: MemoryBudget | None = None,
+        uploads: UploadLedger | None = None,
     ) -> None:
         self.source = source
         self.destination = destination
@@ -134,6 +145,10 @@ class ObjectCopier:
         # Whether this service's CopyObject keeps a multipart source's ETag (Ceph clones the object; AWS writes
         # a new single-part one): unknown until the first multipart source is copied.
         self._copy_keeps_multipart_etag: bool | None = None
+        self._clone_answer = threading.Condition()
+        self._clone_asking = False
+        # Where the uploads this copier starts are recorded, to be resumed or aborted after a crash.
+        self.uploads = uploads
         self._cancelled = threading.Event()
 
     def cancel(self) -> None:
@@ -296,6 +311,10 @@ class ObjectCopier:
                 self._source_etag_must_be_md5(
                     key, etag, f"copied object's ETag {dest_etag} differs from the source's {etag}"
                 )
+                if not mark:
+                    # An SSE-KMS source: the copy's ETag can never match, so it must record the source's, or
+                    # every later run would copy it again. Copied once more, server side, with the record.
+                    return self._copy_object(key, size, etag, mark=True)
         else:
             # Nothing to compare the copy with: at least make sure it was made from the listed version.
             self._source_unchanged(key, etag)
@@ -303,16 +322,29 @@ class ObjectCopier:
 
     def try_clone(self, key: str, size: int, etag: str) -> CopyResult | None:
         """One CopyObject for a multipart source on the same service, where that keeps its ETag; None when it
-        does not apply or did not keep the ETag (then copy it part by part)."""
-        return self._clone_multipart(key, size, etag) if self._may_clone(size, etag) else None
+        does not apply or did not keep the ETag (then copy it part by part). Until the service has answered
+        whether it keeps the ETag, one thread asks and the others wait for its answer: on AWS every asker's
+        object is copied twice."""
+        if not self._may_clone(size, etag):
+            return None
+        with self._clone_answer:
+            while self._copy_keeps_multipart_etag is None and self._clone_asking:
+                self._clone_answer.wait()
+            if self._copy_keeps_multipart_etag is False:
+                return None
+            asking = self._copy_keeps_multipart_etag is None
+            self._clone_asking = asking
+        try:
+            return self._clone_multipart(key, size, etag)
+        finally:
+            if asking:  # answered, or failed without an answer: then the next thread asks
+                with self._clone_answer:
+                    self._clone_asking = False
+                    self._clone_answer.notify_all()
 
     def _may_clone(self, size: int, etag: str) -> bool:
         return (
-            self.server_side
-            and self._etags_are_md5
-            and self._copy_keeps_multipart_etag is not False
-            and parts_count(etag) is not None
-            and size <= MAX_COPY_OBJECT_BYTES
+            self.server_side and self._etags_are_md5 and parts_count(etag) is not None and size <= MAX_COPY_OBJECT_BYTES
         )
 
     def _clone_multipart(self, key: str, size: int, etag: str) -> CopyResult | None:
@@ -371,7 +403,8 @@ class ObjectCopier:
             source_kms = response.get("ServerSideEncryption") == "aws:kms"
             if _is_md5(etag) and not source_kms and digest.hexdigest() != etag:
                 raise CopyError(f"content read from the source has MD5 {digest.hexdigest()}, its ETag is {etag}")
-            arguments = self._new_object_arguments(key, response, etag, mark)
+            # An SSE-KMS source's ETag is no MD5: the copy's cannot equal it, so the copy records it.
+            arguments = self._new_object_arguments(key, response, etag, mark or source_kms)
             result = self.destination.client.put_object(
                 Bucket=self.destination.bucket,
                 Key=self.destination.key_for(key),
@@ -387,14 +420,20 @@ class ObjectCopier:
         return CopyResult(dest_etag, size, "put")
 
     def _multipart(self, key: str, size: int, etag: str, layout: list[PartRange], mark: bool) -> CopyResult:
-        upload_id = self.start_upload(key, etag, mark)
-        futures: list[Future[str]] = []
+        resumed = self.resume_upload(key, etag, mark)
+        upload_id = resumed[0] if resumed else self.start_upload(key, etag, mark)
+        stored = reusable_parts(layout, resumed[1]) if resumed else {}
+        futures: dict[int, Future[str]] = {}
         try:
-            futures = [self._parts.submit(self.copy_part, key, etag, upload_id, part) for part in layout]
-            part_etags = [(part.number, future.result()) for part, future in zip(layout, futures, strict=True)]
-            return self.finish_upload(key, size, etag, upload_id, part_etags, mark)
+            futures = {
+                part.number: self._parts.submit(self.copy_part, key, etag, upload_id, part)
+                for part in layout
+                if part.number not in stored
+            }
+            part_etags = [(number, future.result()) for number, future in futures.items()]
+            return self.finish_upload(key, size, etag, upload_id, [*stored.items(), *part_etags], mark)
         except BaseException:
-            for future in futures:
+            for future in futures.values():
                 future.cancel()
             self.abort_upload(key, upload_id)
             raise
@@ -411,12 +450,43 @@ class ObjectCopier:
 
     def start_upload(self, key: str, etag: str, mark: bool) -> str:
         head = self.head_source(key, etag)
+        dest_key = self.destination.key_for(key)
+        source_kms = head.get("ServerSideEncryption") == "aws:kms"  # its ETag is no MD5: the copy records it
         response = self.destination.client.create_multipart_upload(
             Bucket=self.destination.bucket,
-            Key=self.destination.key_for(key),
-            **self._new_object_arguments(key, head, etag, mark),
+            Key=dest_key,
+            **self._new_object_arguments(key, head, etag, mark or source_kms),
         )
-        return str(response["UploadId"])
+        upload_id = str(response["UploadId"])
+        if self.uploads is not None:
+            try:
+                self.uploads.started(key, upload_id, self.destination.bucket, dest_key, etag, mark)
+            except BaseException:
+                self.abort_upload(key, upload_id)  # an upload nobody knows of must not get parts
+                raise
+        return upload_id
+
+    def resume_upload(self, key: str, etag: str, mark: bool) -> tuple[str, dict[int, StoredPart]] | None:
+        """An upload of this source version that an earlier attempt recorded and left (it was killed), and the
+        parts it stored; None when there is none, or it no longer exists."""
+        if self.uploads is None:
+            return None
+        dest_key = self.destination.key_for(key)
+        upload = self.uploads.resumable(self.destination.bucket, dest_key, etag, mark)
+        if upload is None:
+            return None
+        stored: dict[int, StoredPart] = {}
+        try:
+            paginator = self.destination.client.get_paginator("list_parts")
+            for page in paginator.paginate(Bucket=upload.bucket, Key=dest_key, UploadId=upload.upload_id):
+                for part in page.get("Parts", []):
+                    stored[int(part["PartNumber"])] = StoredPart(normalize_etag(part.get("ETag")), int(part["Size"]))
+        except botocore.exceptions.ClientError as error:
+            if error_code(error) != "NoSuchUpload":
+                raise
+            self.uploads.ended(upload.upload_id)  # completed or aborted by someone else meanwhile
+            return None
+        return upload.upload_id, stored
 
     def copy_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
         """Copy one part; returns its ETag. Server side where possible, streamed otherwise."""
@@ -464,6 +534,8 @@ class ObjectCopier:
             if error_code(error) != "NoSuchUpload":
                 raise
             dest_etag = ""
+        if self.uploads is not None:
+            self.uploads.ended(upload_id)
         if not dest_etag:  # Ceph answers CompleteMultipartUpload without an ETag; or it was completed before
             dest_etag = normalize_etag(
                 self.destination.client.head_object(Bucket=self.destination.bucket, Key=dest_key).get("ETag")
@@ -472,12 +544,23 @@ class ObjectCopier:
             raise CopyError(f"destination ETag {dest_etag} differs from the parts' ETag {expected}")
         return CopyResult(dest_etag, size, "part-copy" if self.server_side else "multipart-put")
 
-    def abort_upload(self, key: str, upload_id: str) -> None:
-        # Where the abort fails too, the bucket's lifecycle rule for incomplete uploads is the backstop.
-        with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+    def abort_upload(self, key: str, upload_id: str, bucket: str | None = None, dest_key: str | None = None) -> None:
+        """Abort an upload (by default this copier's for the key); where the abort fails, its record stays, and
+        the next scan tries again."""
+        try:
             self.destination.client.abort_multipart_upload(
-                Bucket=self.destination.bucket, Key=self.destination.key_for(key), UploadId=upload_id
+                Bucket=bucket or self.destination.bucket,
+                Key=self.destination.key_for(key) if dest_key is None else dest_key,
+                UploadId=upload_id,
             )
+        except botocore.exceptions.ClientError as error:
+            if error_code(error) != "NoSuchUpload":
+                return
+        except botocore.exceptions.BotoCoreError:
+            return
+        if self.uploads is not None:
+            with contextlib.suppress(Exception):
+                self.uploads.ended(upload_id)
 
     def _copy_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
         response = self._guard(
@@ -539,4 +622,5 @@ class ObjectCopier:
             etag=normalize_etag(head.get("ETag")),
             metadata=dict(head.get("Metadata") or {}),
             checksums=checksums,
+            kms=head.get("ServerSideEncryption") == "aws:kms",
         )

@@ -54,6 +54,18 @@ def unavailable_reason(source: ObjectInfo) -> str | None:
     return None
 
 
+def root_marker_reason(source_prefix: str, destination_prefix: str) -> str | None:
+    """Why the object at the source prefix itself (relative key "": the folder marker `app/` of the prefix
+    `app/`) cannot be copied, or None when it can: it becomes the destination prefix's own marker, and a
+    destination without a prefix has none (S3 keys cannot be empty)."""
+    if destination_prefix:
+        return None
+    return (
+        f"the folder marker {source_prefix!r} is the source prefix itself, and the destination has no prefix "
+        "whose marker it could become"
+    )
+
+
 def copy_or_unavailable(source: ObjectInfo, destination: ObjectInfo | None) -> Change:
     reason = unavailable_reason(source)
     if reason:

@@ -37,6 +37,7 @@ from dth.s3.copier import ObjectCopier
 from dth.s3.events import EventTranslator
 from dth.s3.finder import Finder
 from dth.s3.sides import S3Side, check_bucket, connect
+from dth.s3.uploads import UploadLedger
 from dth.s3.worker import RetryPolicy, Worker
 from dth.spec.environment import ENV_PREFIX, spec_from_environment
 from dth.spec.load import describe_validation_error
@@ -153,7 +154,13 @@ def _scan(environment: EngineEnvironment, queue: WorkQueue, store: StatusStore, 
     check_bucket(destination)
     log.info("scan started", extra={"task": environment.task_name, "run": run_id})
     with ThreadPoolExecutor(max_workers=1) as unused_parts:
-        inspector = ObjectCopier(source, destination, environment.spec.options, unused_parts)
+        inspector = ObjectCopier(
+            source,
+            destination,
+            environment.spec.options,
+            unused_parts,
+            uploads=UploadLedger(store, environment.task_name),
+        )
         finder = Finder(source, destination, environment.spec, queue, store, inspector)
         report = finder.scan(run_id, guard=lock.check)
     log.info(
@@ -191,7 +198,7 @@ def run_worker(environment: EngineEnvironment, *, exit_when_idle: float | None =
         return time.monotonic() - idle_since[0] >= exit_when_idle
 
     with ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="part") as parts:
-        copier = ObjectCopier(source, destination, options, parts)
+        copier = ObjectCopier(source, destination, options, parts, uploads=UploadLedger(store, environment.task_name))
         events = None
         if environment.spec.events is not EventsMode.NONE:
             events = EventTranslator(environment.task_name, environment.spec, store)

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any
 from urllib.parse import unquote_plus
 
+from dth.s3.diff import root_marker_reason
 from dth.s3.filters import KeyFilter
 from dth.s3.listing import normalize_etag
 from dth.s3.work import WorkItem
@@ -122,5 +123,10 @@ class EventTranslator:
             log.info("stale event dropped", extra={"key": event.key, "sequencer": event.sequencer})
             return None
         operation = Operation.COPY if event.kind is EventKind.CREATED else Operation.DELETE
+        reason = None if key else root_marker_reason(source.prefix, self.spec.destination.prefix)
+        if reason:
+            if operation is Operation.COPY:
+                self.store.plan(run_id, [PlannedObject(key, operation, event.size, event.etag, reason)])
+            return None
         self.store.plan(run_id, [PlannedObject(key, operation, event.size, event.etag)])
         return WorkItem(run=run_id, op=operation, key=key, size=event.size, etag=event.etag)

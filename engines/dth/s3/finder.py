@@ -14,17 +14,19 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TextIO
 
+import botocore.exceptions
+
 from dth.errors import DthError
 from dth.s3.compare import strategy_for
-from dth.s3.copier import ObjectCopier
-from dth.s3.diff import Change, ChangeKind, copy_or_unavailable, diff_listings
+from dth.s3.copier import ObjectCopier, SourceVanishedError
+from dth.s3.diff import Change, ChangeKind, copy_or_unavailable, diff_listings, root_marker_reason
 from dth.s3.filters import KeyFilter
-from dth.s3.listing import list_objects
+from dth.s3.listing import list_objects, normalize_etag
 from dth.s3.sides import S3Side
 from dth.s3.work import WorkItem
-from dth.spec.model import S3TaskSpec, SseMode
+from dth.spec.model import S3TaskSpec
 from dth.state.queue import WorkQueue
-from dth.state.store import Operation, PlannedObject, StatusStore
+from dth.state.store import Operation, PlannedObject, StatusStore, UploadRecord
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +90,7 @@ class Finder:
         self.store = store
         self.inspector = inspector
         self.list_threads = list_threads
-        self.strategy = strategy_for(
-            self.options.compare, destination_etags_are_md5=spec.destination.sse is not SseMode.AWS_KMS
-        )
+        self.strategy = strategy_for(self.options.compare)
         self.selected = KeyFilter(self.options.include, self.options.exclude)
 
     def _changes(self) -> Iterator[Change]:
@@ -106,13 +106,22 @@ class Finder:
             dest_listing = list_objects(
                 self.destination, depth=self.options.list_depth, threads=self.list_threads, prefix=dest_prefix
             )
-            yield from diff_listings(
+            for change in diff_listings(
                 source_listing,
                 dest_listing,
                 self.strategy,
                 selected=self.selected,
                 delete_extraneous=self.options.delete_extraneous,
-            )
+            ):
+                yield self._root_marker_checked(change)
+
+    def _root_marker_checked(self, change: Change) -> Change:
+        """The source prefix's own folder marker (relative key "") is skipped with the reason where the
+        destination has no prefix for it to become."""
+        if change.key or change.source is None or change.kind is ChangeKind.UNCHANGED:
+            return change
+        reason = root_marker_reason(self.source.prefix, self.destination.prefix)
+        return Change(ChangeKind.UNAVAILABLE, "", change.source, change.destination, reason) if reason else change
 
     def _resolve(self, change: Change) -> Change:
         """Settle an INSPECT change with a HEAD of both objects."""
@@ -136,6 +145,40 @@ class Finder:
                 waiting = []
         yield from pool.map(self._resolve, waiting)
 
+    # --- uploads earlier runs left behind -----------------------------------------------------
+
+    def _review_uploads(self) -> dict[str, list[UploadRecord]]:
+        """Abort the task's recorded uploads that nothing can resume (the source changed or vanished, the
+        destination moved, or `abortStaleUploads` asks for all of them); the rest, by destination key, wait for
+        the scan to plan a copy of their key, which resumes them."""
+        ledger = self.inspector.uploads
+        if ledger is None:
+            return {}
+        waiting: dict[str, list[UploadRecord]] = {}
+        for upload in ledger.recorded():  # oldest first
+            if self.options.abort_stale_uploads or not self._resumable(upload):
+                self._abort(upload, "its copy cannot resume it")
+                continue
+            for older in waiting.pop(upload.dest_key, []):
+                self._abort(older, "a newer upload of the same version will be resumed")
+            waiting[upload.dest_key] = [upload]
+        return waiting
+
+    def _resumable(self, upload: UploadRecord) -> bool:
+        if (upload.bucket, upload.dest_key) != (self.destination.bucket, self.destination.key_for(upload.key)):
+            return False
+        try:
+            head = self.inspector.head_source(upload.key)
+        except (SourceVanishedError, botocore.exceptions.ClientError):
+            return False  # gone, or unreadable: no copy of it can resume the upload
+        return normalize_etag(head.get("ETag")) == upload.etag
+
+    def _abort(self, upload: UploadRecord, why: str) -> None:
+        log.info("aborting a multipart upload left behind", extra={"key": upload.dest_key, "reason": why})
+        self.inspector.abort_upload(upload.key, upload.upload_id, upload.bucket, upload.dest_key)
+
+    # --- the scan ----------------------------------------------------------------------------
+
     def scan(
         self,
         run_id: str,
@@ -148,6 +191,7 @@ class Finder:
         report = ScanReport()
         check = guard or (lambda: None)
         dry_run = self.options.dry_run or self.queue is None or self.store is None
+        waiting_uploads = {} if dry_run else self._review_uploads()
         planned: list[PlannedObject] = []
         unchanged_batch = [0, 0]
 
@@ -197,6 +241,7 @@ class Finder:
                     else:
                         report.to_copy += 1
                         report.to_copy_bytes += change.source.size
+                        waiting_uploads.pop(self.destination.key_for(change.key), None)  # its copy resumes it
                     planned.append(
                         PlannedObject(change.key, Operation.COPY, change.source.size, change.source.etag, reason)
                     )
@@ -205,6 +250,9 @@ class Finder:
             flush()
             if not dry_run:
                 self._queue_deletes(run_id, deletes, check)
+        for uploads in waiting_uploads.values():
+            for upload in uploads:
+                self._abort(upload, "the scan found nothing to copy for its key")
         if not dry_run:
             assert self.store is not None
             check()

@@ -16,6 +16,7 @@ from dth.s3.copier import ObjectCopier
 from dth.s3.diff import Change
 from dth.s3.finder import Finder, ScanReport
 from dth.s3.sides import S3Side, check_bucket, connect
+from dth.s3.uploads import UploadLedger
 from dth.s3.work import WorkItem
 from dth.s3.worker import RetryPolicy, Worker
 from dth.spec.model import S3TaskSpec, TransferCounters
@@ -131,6 +132,7 @@ class StandaloneSync:
         database = SqliteDatabase(self.state_path)
         store = SqliteStatusStore(database, keep_runs=self.keep_runs)
         run_id = store.start_run(self.task_name)
+        copier.uploads = UploadLedger(store, self.task_name)
         # The worker dead-letters after max_retries itself; the queue's own redrive is the backstop
         # for a message whose worker keeps dying.
         queue = SqliteQueue(database, name=run_id, max_receive_count=self.options.max_retries + 2)

@@ -12,6 +12,7 @@ import logging
 import random
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,12 +21,20 @@ import botocore.exceptions
 from pydantic import ValidationError
 
 from dth.s3.acks import FinishedBatch
-from dth.s3.copier import CopyCancelled, CopyError, ObjectCopier, SourceChangedError, SourceVanishedError
+from dth.s3.copier import (
+    CopyCancelled,
+    CopyError,
+    ObjectCopier,
+    SourceChangedError,
+    SourceVanishedError,
+    reusable_parts,
+)
 from dth.s3.events import EventTranslator, parse_event_body
 from dth.s3.listing import normalize_etag
 from dth.s3.sides import CREDENTIAL_ERRORS, error_code
+from dth.s3.uploads import StoredPart
 from dth.s3.work import UploadPart, WorkItem
-from dth.state.queue import Message, WorkQueue
+from dth.state.queue import DeadLetter, Message, WorkQueue
 from dth.state.store import ObjectResult, ObjectState, Operation, StatusStore
 
 log = logging.getLogger(__name__)
@@ -80,6 +89,7 @@ class Worker:
         visibility_timeout: float = 300.0,
         events: EventTranslator | None = None,
         receive_wait: float = 0.2,
+        dead_letter_interval: float = 60.0,
     ) -> None:
         self.copier = copier
         self.queue = queue
@@ -90,6 +100,8 @@ class Worker:
         self.events = events
         # How long a receive waits for messages: also how late an idle worker notices that the work is done.
         self.receive_wait = receive_wait
+        # How often an idle worker records the messages the queue dead-lettered by itself.
+        self.dead_letter_interval = dead_letter_interval
         self._in_flight: dict[str, tuple[Message, float]] = {}
         self._lock = threading.Lock()
 
@@ -157,10 +169,13 @@ class Worker:
     def _split_giant(self, item: WorkItem) -> ObjectResult | None:
         """Start the multipart upload of a giant object and queue one message per part, so that every
         worker can take a share; the worker that records the last part completes the upload."""
+        resumed: tuple[str, dict[int, StoredPart]] | None = None
         for _ in range(SOURCE_CHANGE_FOLLOWS):
             try:
                 layout, mark = self.copier.plan_upload(item.key, item.size, item.etag)
-                upload_id = self.copier.start_upload(item.key, item.etag, mark)
+                # An upload of this version left by a killed worker or run keeps its stored parts.
+                resumed = self.copier.resume_upload(item.key, item.etag, mark)
+                upload_id = resumed[0] if resumed else self.copier.start_upload(item.key, item.etag, mark)
                 break
             except SourceVanishedError as gone:
                 return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
@@ -173,8 +188,17 @@ class Worker:
         else:
             raise CopyError("the source object kept changing during the copy")
         registered = self.store.start_parts(item.run, item.key, upload_id, len(layout))
+        stored: dict[int, str] = {}
         if registered != upload_id:  # a previous delivery of this message got here first
-            self.copier.abort_upload(item.key, upload_id)
+            if resumed is None:
+                self.copier.abort_upload(item.key, upload_id)
+        elif resumed is not None:
+            stored = reusable_parts(layout, resumed[1])
+        for number, part_etag in stored.items():
+            parts = self.store.finish_part(item.run, item.key, number, part_etag)
+            if parts is not None:  # every part was stored before
+                copied = self.copier.finish_upload(item.key, item.size, item.etag, registered, parts, mark)
+                return ObjectResult(item.key, Operation.COPY, ObjectState.COPIED, copied.size, copied.dest_etag)
         self.queue.send(
             [
                 WorkItem(
@@ -186,12 +210,15 @@ class Worker:
                     part=UploadPart(upload_id=registered, number=p.number, start=p.start, end=p.end, mark=mark),
                 ).to_body()
                 for p in layout
+                if p.number not in stored
             ]
         )
         log.info("giant object split", extra={"key": item.key, "parts": len(layout), "upload": registered})
         return None
 
     def _copy_giant_part(self, item: WorkItem, part: UploadPart) -> ObjectResult | None:
+        if self.store.parts_aborted(item.run, item.key):
+            return None  # the object failed (and was recorded) once already: its other parts are dropped unsent
         try:
             part_etag = self.copier.copy_part(item.key, item.etag, part.upload_id, part.range)
             parts = self.store.finish_part(item.run, item.key, part.number, part_etag)
@@ -199,13 +226,25 @@ class Worker:
                 return None
             copied = self.copier.finish_upload(item.key, item.size, item.etag, part.upload_id, parts, part.mark)
         except SourceVanishedError as gone:
-            self.copier.abort_upload(item.key, part.upload_id)
+            self._give_up_giant(item, part)
             return ObjectResult(item.key, Operation.COPY, ObjectState.SKIPPED, item.size, reason=str(gone))
         except SourceChangedError:
             # Parts of two versions must never be mixed: give this copy up; the next scan copies the new one.
-            self.copier.abort_upload(item.key, part.upload_id)
+            self._give_up_giant(item, part)
             raise CopyError("the source object changed while its parts were being copied", retryable=False) from None
+        except botocore.exceptions.ClientError as error:
+            if error_code(error) == "NoSuchUpload" and self.store.parts_aborted(item.run, item.key):
+                return None  # aborted while this part was being copied
+            raise
         return ObjectResult(item.key, Operation.COPY, ObjectState.COPIED, copied.size, copied.dest_etag)
+
+    def _give_up_giant(self, item: WorkItem, part: UploadPart) -> None:
+        """A part that cannot be copied dooms its object: its upload is aborted, and marked so that the other
+        parts' messages are dropped at once instead of each failing with NoSuchUpload until dead-lettered."""
+        try:
+            self.store.abort_parts(item.run, item.key)
+        finally:
+            self.copier.abort_upload(item.key, part.upload_id)
 
     def _delete(self, item: WorkItem) -> ObjectResult:
         # An object that appeared in the source since the scan must not be deleted from the copy.
@@ -230,7 +269,7 @@ class Worker:
             return
         if item.part is not None:
             reason = f"part {item.part.number}: {reason}"
-            self.copier.abort_upload(item.key, item.part.upload_id)
+            self._give_up_giant(item, item.part)
         log.error("object failed", extra={"key": item.key, "attempts": message.receive_count, "error": reason})
         self.store.complete(item.run, [ObjectResult(item.key, item.op, ObjectState.FAILED, item.size, reason=reason)])
         self.queue.dead_letter(message, reason)
@@ -249,6 +288,36 @@ class Worker:
         for credentials in refreshable:
             credentials.expire_now()
         return bool(refreshable)
+
+    # --- dead letters nobody recorded -------------------------------------------------------
+
+    def record_dead_letters(self) -> None:
+        """Messages the queue dead-lettered by itself (a worker died on their last delivery) end their object
+        as failed, with the queue's reason, as a worker's own dead letters do: otherwise the object stays
+        queued and the run never completes."""
+        try:
+            self.queue.sweep_dead_letters(self._record_failed)
+        except Exception as error:  # the next sweep tries again
+            log.warning("could not record dead letters", extra={"error": f"{type(error).__name__}: {error}"})
+
+    def _record_failed(self, letters: list[DeadLetter]) -> None:
+        by_run: defaultdict[str, list[ObjectResult]] = defaultdict(list)
+        for letter in letters:
+            try:
+                item = WorkItem.from_body(letter.body)
+            except ValidationError:
+                continue  # an S3 event notification: no object record of its own
+            reason = letter.reason
+            if item.part is not None:
+                reason = f"part {item.part.number}: {reason}"
+                self._give_up_giant(item, item.part)
+            log.error("object failed", extra={"key": item.key, "attempts": letter.receive_count, "error": reason})
+            by_run[item.run].append(ObjectResult(item.key, item.op, ObjectState.FAILED, item.size, reason=reason))
+        for run_id, results in by_run.items():
+            try:
+                self.store.complete(run_id, results)
+            except KeyError:
+                log.warning("dead letters of an unknown run dropped", extra={"run": run_id, "objects": len(results)})
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -284,7 +353,7 @@ class Worker:
             finished.write()
 
     def _work(self, done: Callable[[], bool], stop: threading.Event, finished: FinishedBatch) -> None:
-        last_heartbeat = time.monotonic()
+        last_heartbeat = last_sweep = time.monotonic()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="worker") as pool:
             while not stop.is_set():
                 finished.write_if_due()
@@ -303,7 +372,11 @@ class Worker:
                         busy = bool(self._in_flight)
                     if not busy:
                         finished.write()  # what is finished must not count as pending below
+                        if time.monotonic() - last_sweep > self.dead_letter_interval:
+                            self.record_dead_letters()
+                            last_sweep = time.monotonic()
                     if not busy and done() and self.queue.depth().pending == 0:
+                        self.record_dead_letters()
                         return
                     if not free:
                         time.sleep(0.01)

@@ -366,6 +366,11 @@ class S3Options(SpecModel):
         json_schema_extra=Rule("listDepth must be a whole number from 0 to 8, such as `1`"),
     )
     dry_run: bool = Field(False, description="plan only: list and compare, copy nothing")
+    abort_stale_uploads: bool = Field(
+        False,
+        description="at each scan, abort every multipart upload this task recorded and left unfinished instead of "
+        "resuming it (uploads it did not start are never touched)",
+    )
 
     @model_validator(mode="after")
     def _threshold_allows_parts(self) -> S3Options:

@@ -15,13 +15,17 @@ Item layout (single-table design; `<run>` is a run id, `<task>` a task name, `<k
 |                       |                         |                                 | dest_etag, attempts, reason,          |
 |                       |                         |                                 | last_error, updated                   |
 | giant-object upload   | `UPLOAD#<run>`          | `<key>`                         | upload_id, total_parts, parts_done,   |
-|                       |                         |                                 | completed_by (once claimed)           |
+|                       |                         |                                 | completed_by (once claimed), aborted  |
 | one part of it        | `PART#<run>#<key>`      | part number, 5 digits           | part_number, etag                     |
 | S3 event sequencer    | `EVENT#<task>`          | `<key>`                         | sequencer, seq_order                  |
+| upload in progress    | `UPLOADS#<task>`        | `<upload id>`                   | key, bucket, dest_key, etag, mark,    |
+|                       |                         |                                 | started                               |
 
 The object key is a whole sort key (S3 keys reach 1024 bytes, DynamoDB's limit for a sort key), and each
 operation has its own partition, so `records` reads the copy and delete partitions in key order and
-merges them. Run ids never contain `#`.
+merges them. Run ids never contain `#`. The one key that cannot be a sort key is the empty one (the
+folder marker `app/` at a task's prefix `app/`; DynamoDB refuses empty key strings): its object record and
+upload item live alone in the partition of the others plus a trailing `#`, under the sort key `ROOT`.
 
 Exact counters: the run item holds them, and every change of a record that moves them is one
 TransactWriteItems with the counter update: a record is put only if it does not exist (`plan`), or
@@ -63,6 +67,7 @@ from dth.state.store import (
     Operation,
     PlannedObject,
     StatusStore,
+    UploadRecord,
 )
 
 log = logging.getLogger(__name__)
@@ -157,12 +162,23 @@ def _object_pk(run_id: str, operation: Operation) -> str:
     return f"OBJ#{run_id}#{operation.value}"
 
 
+#: The sort key of the item of the empty object key, in a partition of its own (see the module's docstring).
+EMPTY_KEY_SORT = "ROOT"
+
+
+def _keyed(partition: str, key: str) -> dict[str, Any]:
+    """The item key of an object key within a partition; the empty key has a partition of its own."""
+    if key:
+        return {"pk": _s(partition), "sk": _s(key)}
+    return {"pk": _s(f"{partition}#"), "sk": _s(EMPTY_KEY_SORT)}
+
+
 def _object_key(run_id: str, key: str, operation: Operation) -> dict[str, Any]:
-    return {"pk": _s(_object_pk(run_id, operation)), "sk": _s(key)}
+    return _keyed(_object_pk(run_id, operation), key)
 
 
 def _upload_key(run_id: str, key: str) -> dict[str, Any]:
-    return {"pk": _s(f"UPLOAD#{run_id}"), "sk": _s(key)}
+    return _keyed(f"UPLOAD#{run_id}", key)
 
 
 def _parts_pk(run_id: str, key: str) -> str:
@@ -547,15 +563,20 @@ class DynamoStatusStore(StatusStore):
         wanted = list(dict.fromkeys(ObjectState(state) for state in states))
         filter_values = {f":s{i}": _s(state.value) for i, state in enumerate(wanted)}
 
-        def of(operation: Operation) -> Iterator[ObjectRecord]:
-            for item in self._query(
+        def partition(pk: str) -> Iterator[dict[str, Any]]:
+            return self._query(
                 KeyConditionExpression="pk = :pk",
                 FilterExpression=f"#state IN ({', '.join(filter_values)})",
                 ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={":pk": _s(_object_pk(run_id, operation)), **filter_values},
-            ):
+                ExpressionAttributeValues={":pk": _s(pk), **filter_values},
+            )
+
+        def of(operation: Operation) -> Iterator[ObjectRecord]:
+            empty_key = _object_key(run_id, "", operation)["pk"]["S"]
+            # The empty key sorts first.
+            for item in itertools.chain(partition(empty_key), partition(_object_pk(run_id, operation))):
                 yield ObjectRecord(
-                    key=_str(item, "sk"),
+                    key="" if item["pk"]["S"] == empty_key else _str(item, "sk"),
                     operation=operation,
                     state=ObjectState(_str(item, "state")),
                     size=_int(item, "size"),
@@ -704,6 +725,61 @@ class DynamoStatusStore(StatusStore):
             KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": _s(_parts_pk(run_id, key))}
         )
         return sorted((_int(item, "part_number"), _str(item, "etag")) for item in parts)
+
+    def abort_parts(self, run_id: str, key: str) -> None:
+        self._update(
+            _upload_key(run_id, key),
+            "SET aborted = :yes",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":yes": {"BOOL": True}},
+        )
+
+    def parts_aborted(self, run_id: str, key: str) -> bool:
+        item = self._get(_upload_key(run_id, key), ["aborted"])
+        return bool(item and item.get("aborted", {}).get("BOOL"))
+
+    # --- multipart uploads in progress, per task ------------------------------------------------
+
+    def record_upload(self, task: str, upload: UploadRecord) -> None:
+        self._retrying(
+            lambda: self._client.put_item(
+                TableName=self.table_name,
+                Item={
+                    "pk": _s(f"UPLOADS#{task}"),
+                    "sk": _s(upload.upload_id),
+                    "key": _s(upload.key),
+                    "bucket": _s(upload.bucket),
+                    "dest_key": _s(upload.dest_key),
+                    "etag": _s(upload.etag),
+                    "mark": {"BOOL": upload.mark},
+                    "started": _n(upload.started),
+                },
+            )
+        )
+
+    def forget_upload(self, task: str, upload_id: str) -> None:
+        self._retrying(
+            lambda: self._client.delete_item(
+                TableName=self.table_name, Key={"pk": _s(f"UPLOADS#{task}"), "sk": _s(upload_id)}
+            )
+        )
+
+    def uploads(self, task: str) -> list[UploadRecord]:
+        found = [
+            UploadRecord(
+                key=_str(item, "key"),
+                upload_id=_str(item, "sk"),
+                bucket=_str(item, "bucket"),
+                dest_key=_str(item, "dest_key"),
+                etag=_str(item, "etag"),
+                mark=bool(item.get("mark", {}).get("BOOL")),
+                started=_float(item, "started"),
+            )
+            for item in self._query(
+                KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": _s(f"UPLOADS#{task}")}
+            )
+        ]
+        return sorted(found, key=lambda upload: (upload.started, upload.upload_id))
 
     # --- S3 event notifications ---------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import sqlite3
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +71,18 @@ class WorkQueue(ABC):
     @abstractmethod
     def dead_letters(self, limit: int = 1000) -> list[DeadLetter]: ...
 
+    @abstractmethod
+    def sweep_dead_letters(self, record: Callable[[list[DeadLetter]], None], limit: int = 100) -> int:
+        """Hand the messages the queue dead-lettered by itself (received too many times: their worker died, so
+        no one recorded their outcome) to `record`, each once; they stay in the dead letters, marked as
+        recorded only after `record` returns. Returns how many were handed over."""
+
     def close(self) -> None:  # noqa: B027 - optional for implementations without resources
         """Release connections."""
 
+
+#: The reason given for messages the queue dead-letters by itself, having delivered them too often.
+REDRIVE_REASON = "received too many times without success"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue_messages (
@@ -91,7 +100,8 @@ CREATE TABLE IF NOT EXISTS queue_dead_letters (
     body TEXT NOT NULL,
     reason TEXT NOT NULL,
     receive_count INTEGER NOT NULL,
-    dead_at REAL NOT NULL
+    dead_at REAL NOT NULL,
+    recorded INTEGER NOT NULL DEFAULT 1
 );
 """
 
@@ -106,6 +116,10 @@ class SqliteQueue(WorkQueue):
         self._name = name
         self._max_receive_count = max_receive_count
         self._db.executescript(_SCHEMA)
+        with self._db.transaction() as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(queue_dead_letters)")}
+            if "recorded" not in columns:  # a state file from before sweeps: its dead letters count as recorded
+                db.execute("ALTER TABLE queue_dead_letters ADD COLUMN recorded INTEGER NOT NULL DEFAULT 1")
 
     def send(self, bodies: Sequence[str]) -> None:
         if not bodies:
@@ -144,7 +158,7 @@ class SqliteQueue(WorkQueue):
             delivered: list[Message] = []
             for seq, body, count in rows:
                 if count >= self._max_receive_count:
-                    self._move_to_dead(db, seq, body, count, "received too many times without success", now)
+                    self._move_to_dead(db, seq, body, count, REDRIVE_REASON, now, recorded=False)
                     continue
                 db.execute(
                     "UPDATE queue_messages SET visible_at = ?, receive_count = ?, receipt = ? WHERE seq = ?",
@@ -153,10 +167,13 @@ class SqliteQueue(WorkQueue):
                 delivered.append(Message(str(seq), receipt, body, count + 1))
             return delivered
 
-    def _move_to_dead(self, db: sqlite3.Connection, seq: int, body: str, count: int, reason: str, now: float) -> None:
+    def _move_to_dead(
+        self, db: sqlite3.Connection, seq: int, body: str, count: int, reason: str, now: float, *, recorded: bool = True
+    ) -> None:
         db.execute(
-            "INSERT INTO queue_dead_letters (queue, body, reason, receive_count, dead_at) VALUES (?, ?, ?, ?, ?)",
-            (self._name, body, reason, count, now),
+            "INSERT INTO queue_dead_letters (queue, body, reason, receive_count, dead_at, recorded) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (self._name, body, reason, count, now, int(recorded)),
         )
         db.execute("DELETE FROM queue_messages WHERE seq = ?", (seq,))
 
@@ -202,6 +219,20 @@ class SqliteQueue(WorkQueue):
                 (self._name, limit),
             ).fetchall()
         return [DeadLetter(body, reason, count) for body, reason, count in rows]
+
+    def sweep_dead_letters(self, record: Callable[[list[DeadLetter]], None], limit: int = 100) -> int:
+        with self._db.reading() as db:
+            rows = db.execute(
+                "SELECT seq, body, reason, receive_count FROM queue_dead_letters WHERE queue = ? AND recorded = 0 "
+                "ORDER BY seq LIMIT ?",
+                (self._name, limit),
+            ).fetchall()
+        if not rows:
+            return 0
+        record([DeadLetter(body, reason, count) for _, body, reason, count in rows])
+        with self._db.transaction() as db:
+            db.executemany("UPDATE queue_dead_letters SET recorded = 1 WHERE seq = ?", [(row[0],) for row in rows])
+        return len(rows)
 
     def purge(self) -> None:
         with self._db.transaction() as db:

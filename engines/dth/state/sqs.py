@@ -25,14 +25,14 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from dth.errors import DthError
-from dth.state.queue import DeadLetter, Message, QueueDepth, WorkQueue
+from dth.state.queue import REDRIVE_REASON, DeadLetter, Message, QueueDepth, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,10 @@ MAX_BATCH_BYTES = 256 * 1024
 
 REASON_ATTRIBUTE = "dth-reason"
 RECEIVE_COUNT_ATTRIBUTE = "dth-receive-count"
-#: The reason given for messages SQS moved to the dead-letter queue itself (as the SQLite queue says it).
-REDRIVE_REASON = "received too many times without success"
 #: How long `dead_letters` hides the dead letters it reads before making them visible again.
 PEEK_VISIBILITY_SECONDS = 30
+#: How many dead letters a sweep looks at, per dead letter it may record.
+SWEEP_LOOK_FACTOR = 10
 #: Message attribute values count towards the message size: keep long reasons short.
 MAX_REASON_CHARS = 4096
 
@@ -374,6 +374,53 @@ class SqsQueue(WorkQueue):
             self._restore_visibility([raw["ReceiptHandle"] for raw in received.values()])
         ordered = sorted(received.values(), key=lambda raw: int(raw.get("Attributes", {}).get("SentTimestamp", 0)))
         return [self._dead_letter_of(raw) for raw in ordered]
+
+    def sweep_dead_letters(self, record: Callable[[list[DeadLetter]], None], limit: int = 100) -> int:
+        """Dead letters SQS's redrive moved carry no reason attribute: each is handed to `record`, then sent
+        again with the reason (which marks it recorded) and the original deleted. A crash in between leaves it
+        twice or unmarked, never unrecorded; recording twice counts once. Looks at most at
+        `SWEEP_LOOK_FACTOR * limit` dead letters, the marked ones hidden meanwhile and made visible at the end."""
+        swept = looked = 0
+        marked: list[str] = []
+        try:
+            while swept < limit and looked < SWEEP_LOOK_FACTOR * limit:
+                response = self._client.receive_message(
+                    QueueUrl=self.dead_letter_queue_url,
+                    MaxNumberOfMessages=MAX_BATCH,
+                    VisibilityTimeout=PEEK_VISIBILITY_SECONDS,
+                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                    MessageAttributeNames=[REASON_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE],
+                )
+                received = response.get("Messages", [])
+                if not received:
+                    break
+                looked += len(received)
+                unmarked = [raw for raw in received if REASON_ATTRIBUTE not in raw.get("MessageAttributes", {})]
+                marked += [
+                    raw["ReceiptHandle"] for raw in received if REASON_ATTRIBUTE in raw.get("MessageAttributes", {})
+                ]
+                if not unmarked:
+                    continue
+                letters = [self._dead_letter_of(raw) for raw in unmarked]
+                try:
+                    record(letters)
+                except BaseException:
+                    marked += [raw["ReceiptHandle"] for raw in unmarked]  # for the next sweep, at once
+                    raise
+                for raw, letter in zip(unmarked, letters, strict=True):
+                    self._client.send_message(
+                        QueueUrl=self.dead_letter_queue_url,
+                        MessageBody=letter.body,
+                        MessageAttributes={
+                            REASON_ATTRIBUTE: {"DataType": "String", "StringValue": letter.reason},
+                            RECEIVE_COUNT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(letter.receive_count)},
+                        },
+                    )
+                    self._delete_batch(self.dead_letter_queue_url, [raw["ReceiptHandle"]])
+                swept += len(unmarked)
+        finally:
+            self._restore_visibility(marked)
+        return swept
 
     def _dead_letter_of(self, raw: dict[str, Any]) -> DeadLetter:
         attributes = raw.get("MessageAttributes", {})

@@ -71,6 +71,20 @@ class ObjectRecord:
     updated: float
 
 
+@dataclass(frozen=True)
+class UploadRecord:
+    """A multipart upload the engine started at the destination, recorded before its first part: a process
+    killed mid-copy leaves the upload and its stored parts, and the next run resumes or aborts it."""
+
+    key: str  # relative to the task's source prefix
+    upload_id: str
+    bucket: str  # where the upload is: the destination bucket and key it was started in
+    dest_key: str
+    etag: str  # the source version it copies
+    mark: bool  # whether it was started with the source ETag in its metadata
+    started: float
+
+
 class StatusStore(ABC):
     @abstractmethod
     def start_run(self, task: str) -> str:
@@ -146,6 +160,27 @@ class StatusStore(ABC):
         last missing part, and None to all others: exactly one worker completes the upload. A
         redelivery of that last part gets the parts again, in case its worker died before completing."""
 
+    @abstractmethod
+    def abort_parts(self, run_id: str, key: str) -> None:
+        """The giant object's upload was aborted (a part failed for good): its other parts are not to be copied."""
+
+    @abstractmethod
+    def parts_aborted(self, run_id: str, key: str) -> bool: ...
+
+    # --- multipart uploads in progress, per task ------------------------------------------------
+
+    @abstractmethod
+    def record_upload(self, task: str, upload: UploadRecord) -> None:
+        """Remember an upload the task started, before its first part is sent."""
+
+    @abstractmethod
+    def forget_upload(self, task: str, upload_id: str) -> None:
+        """The upload was completed or aborted: nothing is left of it to resume or abort."""
+
+    @abstractmethod
+    def uploads(self, task: str) -> list[UploadRecord]:
+        """The task's uploads that were started and neither completed nor aborted, oldest first."""
+
     # --- S3 event notifications ---------------------------------------------------------------
 
     @abstractmethod
@@ -197,11 +232,15 @@ CREATE INDEX IF NOT EXISTS objects_by_state ON objects (run_id, state);
 CREATE TABLE IF NOT EXISTS scan_locks (task TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS uploads (
     run_id TEXT NOT NULL, key TEXT NOT NULL, upload_id TEXT NOT NULL, total_parts INTEGER NOT NULL,
-    completed_by INTEGER, PRIMARY KEY (run_id, key)
+    completed_by INTEGER, aborted INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, key)
 );
 CREATE TABLE IF NOT EXISTS upload_parts (
     run_id TEXT NOT NULL, key TEXT NOT NULL, part_number INTEGER NOT NULL, etag TEXT NOT NULL,
     PRIMARY KEY (run_id, key, part_number)
+);
+CREATE TABLE IF NOT EXISTS task_uploads (
+    task TEXT NOT NULL, upload_id TEXT NOT NULL, key TEXT NOT NULL, bucket TEXT NOT NULL, dest_key TEXT NOT NULL,
+    etag TEXT NOT NULL, mark INTEGER NOT NULL, started REAL NOT NULL, PRIMARY KEY (task, upload_id)
 );
 CREATE TABLE IF NOT EXISTS event_sequencers (
     task TEXT NOT NULL, key TEXT NOT NULL, sequencer TEXT NOT NULL, PRIMARY KEY (task, key)
@@ -236,6 +275,8 @@ class SqliteStatusStore(StatusStore):
             columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
             if "scan_error" not in columns:  # a state file written before scan errors were recorded
                 db.execute("ALTER TABLE runs ADD COLUMN scan_error TEXT")
+            if "aborted" not in {row[1] for row in db.execute("PRAGMA table_info(uploads)")}:
+                db.execute("ALTER TABLE uploads ADD COLUMN aborted INTEGER NOT NULL DEFAULT 0")
 
     def start_run(self, task: str) -> str:
         run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
@@ -470,6 +511,48 @@ class SqliteStatusStore(StatusStore):
                 return None
             db.execute("UPDATE uploads SET completed_by = ? WHERE run_id = ? AND key = ?", (part_number, run_id, key))
         return [(int(number), str(part_etag)) for number, part_etag in parts]
+
+    def abort_parts(self, run_id: str, key: str) -> None:
+        with self._db.transaction() as db:
+            db.execute("UPDATE uploads SET aborted = 1 WHERE run_id = ? AND key = ?", (run_id, key))
+
+    def parts_aborted(self, run_id: str, key: str) -> bool:
+        with self._db.reading() as db:
+            row = db.execute("SELECT aborted FROM uploads WHERE run_id = ? AND key = ?", (run_id, key)).fetchone()
+        return bool(row and row[0])
+
+    def record_upload(self, task: str, upload: UploadRecord) -> None:
+        with self._db.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO task_uploads (task, upload_id, key, bucket, dest_key, etag, mark, started) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task,
+                    upload.upload_id,
+                    upload.key,
+                    upload.bucket,
+                    upload.dest_key,
+                    upload.etag,
+                    int(upload.mark),
+                    upload.started,
+                ),
+            )
+
+    def forget_upload(self, task: str, upload_id: str) -> None:
+        with self._db.transaction() as db:
+            db.execute("DELETE FROM task_uploads WHERE task = ? AND upload_id = ?", (task, upload_id))
+
+    def uploads(self, task: str) -> list[UploadRecord]:
+        with self._db.reading() as db:
+            rows = db.execute(
+                "SELECT key, upload_id, bucket, dest_key, etag, mark, started FROM task_uploads WHERE task = ? "
+                "ORDER BY started, upload_id",
+                (task,),
+            ).fetchall()
+        return [
+            UploadRecord(key, upload_id, bucket, dest_key, etag, bool(mark), started)
+            for key, upload_id, bucket, dest_key, etag, mark, started in rows
+        ]
 
     def newer_event(self, task: str, key: str, sequencer: str) -> bool:
         with self._db.transaction() as db:
