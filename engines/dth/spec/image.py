@@ -32,7 +32,7 @@ from dth.spec.model import (
     Credentials,
     SpecModel,
 )
-from dth.spec.rules import Rule
+from dth.spec.rules import Rule, whole_number
 
 
 class RegistryType(StrEnum):
@@ -270,19 +270,9 @@ class ImageOptions(SpecModel):
         MultiArch.ALL,
         description="all: an image index with every platform's image; system: only the engine's own platform",
     )
-    concurrency: int = Field(
-        10,
-        ge=1,
-        le=256,
-        description="images copied at once",
-        json_schema_extra=Rule("concurrency must be a whole number from 1 to 256, such as `10`"),
-    )
-    max_retries: int = Field(
-        3,
-        ge=0,
-        le=100,
-        description="attempts per image after the first, with backoff",
-        json_schema_extra=Rule("maxRetries must be a whole number from 0 to 100, such as `3`"),
+    concurrency: int = whole_number(10, low=1, high=256, name="concurrency", description="images copied at once")
+    max_retries: int = whole_number(
+        3, low=0, high=100, name="maxRetries", description="attempts per image after the first, with backoff"
     )
     create_repositories: bool = Field(True, description="Amazon_ECR destination: create missing repositories")
     dry_run: bool = Field(False, description="plan only: list and compare, copy nothing")

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from dth.spec.rules import Rule
+from dth.spec.rules import Rule, whole_number
 
 API_GROUP = "dth.io"
 API_VERSION = "v1alpha1"
@@ -337,33 +337,17 @@ class S3Options(SpecModel):
         description="objects above this are split across workers",
         json_schema_extra=Rule("giantFileThreshold must be at least 5 MiB, such as `1GiB`"),
     )
-    max_retries: int = Field(
-        5,
-        ge=0,
-        le=100,
-        description="attempts per object after the first",
-        json_schema_extra=Rule("maxRetries must be a whole number from 0 to 100, such as `5`"),
+    max_retries: int = whole_number(
+        5, low=0, high=100, name="maxRetries", description="attempts per object after the first"
     )
-    workers: int = Field(
-        32,
-        ge=1,
-        le=512,
-        description="objects in flight at once per worker process",
-        json_schema_extra=Rule("workers must be a whole number from 1 to 512, such as `32`"),
+    workers: int = whole_number(
+        32, low=1, high=512, name="workers", description="objects in flight at once per worker process"
     )
-    concurrency: int = Field(
-        16,
-        ge=1,
-        le=512,
-        description="multipart parts in flight at once",
-        json_schema_extra=Rule("concurrency must be a whole number from 1 to 512, such as `16`"),
+    concurrency: int = whole_number(
+        16, low=1, high=512, name="concurrency", description="multipart parts in flight at once"
     )
-    list_depth: int = Field(
-        1,
-        ge=0,
-        le=8,
-        description="prefix depth at which listings are split in parallel",
-        json_schema_extra=Rule("listDepth must be a whole number from 0 to 8, such as `1`"),
+    list_depth: int = whole_number(
+        1, low=0, high=8, name="listDepth", description="prefix depth at which listings are split in parallel"
     )
     dry_run: bool = Field(False, description="plan only: list and compare, copy nothing")
     abort_stale_uploads: bool = Field(
