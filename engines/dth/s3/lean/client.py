@@ -358,11 +358,9 @@ class LeanS3Client:
                 if name in ("RequestId", "HostId"):
                     metadata[name] = xml.unescape(text)
                 else:
-                    error[name] = xml.unescape(text)
+                    error[name] = xml.unescape(text) if text else None  # ElementTree's text of <Message/>
         if "Code" not in error:
             error = {"Code": str(answer.status), "Message": http.client.responses.get(answer.status, "")}
-        else:
-            error.setdefault("Message", "")
         response = {"Error": error, "ResponseMetadata": metadata}
         kind = self._boto.exceptions.from_code(error["Code"])
         exception: botocore.exceptions.ClientError = kind(response, operation.name)

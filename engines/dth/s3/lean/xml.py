@@ -93,7 +93,8 @@ def parse_list_objects_v2(shape: Any, body: bytes, decode: bool) -> dict[str, An
     """A ListObjectsV2 page: the top-level members from the model, Contents and CommonPrefixes by hand (the
     thousand entries are where the time goes). `decode`: undo encoding-type=url as botocore does."""
     text = body.decode("utf-8")
-    contents = [_listed_object(match.group(1), decode) for match in _CONTENTS.finditer(text)]
+    known = frozenset(shape.members["Contents"].member.members)  # botocore drops elements its model lacks
+    contents = [_listed_object(match.group(1), decode, known) for match in _CONTENTS.finditer(text)]
     prefixes = [
         {"Prefix": unquote_plus(p) if decode else unescape(p)}
         for p in (m.group(1) for m in _COMMON_PREFIX.finditer(text))
@@ -116,10 +117,12 @@ _LISTED_INT = frozenset({"Size"})
 _LISTED_LISTS = frozenset({"ChecksumAlgorithm"})
 
 
-def _listed_object(xml: str, decode: bool) -> dict[str, Any]:
+def _listed_object(xml: str, decode: bool, known: frozenset[str]) -> dict[str, Any]:
     entry: dict[str, Any] = {}
     for match in _ELEMENT.finditer(xml):
         name, inner = match.group(1), match.group(2) or ""
+        if name not in known:
+            continue
         if name == "Key":
             entry["Key"] = unquote_plus(inner) if decode else unescape(inner)
         elif name in _LISTED_INT:
