@@ -32,6 +32,7 @@ ODD_KEYS = [
     "./dot/x",
     "trailing/",
     "amp&lt;tag>",
+    "mixed/ +%?#=&;,$@!'()*~\"quote",
 ]
 PART = 5 * 1024 * 1024
 

@@ -96,7 +96,7 @@ def parse_list_objects_v2(shape: Any, body: bytes, decode: bool) -> dict[str, An
     known = frozenset(shape.members["Contents"].member.members)  # botocore drops elements its model lacks
     contents = [_listed_object(match.group(1), decode, known) for match in _CONTENTS.finditer(text)]
     prefixes = [
-        {"Prefix": unquote_plus(p) if decode else unescape(p)}
+        {"Prefix": unquote_plus(unescape(p)) if decode else unescape(p)}
         for p in (m.group(1) for m in _COMMON_PREFIX.finditer(text))
     ]
     head = _CONTENTS.sub("", _COMMON_PREFIX.sub("", text))
@@ -124,7 +124,8 @@ def _listed_object(xml: str, decode: bool, known: frozenset[str]) -> dict[str, A
         if name not in known:
             continue
         if name == "Key":
-            entry["Key"] = unquote_plus(inner) if decode else unescape(inner)
+            # XML first, then the URL encoding: radosgw leaves `'` unencoded and writes it as &apos;
+            entry["Key"] = unquote_plus(unescape(inner)) if decode else unescape(inner)
         elif name in _LISTED_INT:
             entry[name] = int(inner)
         elif name in _LISTED_LISTS:
