@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from unittest import mock
 
@@ -281,3 +283,63 @@ def test_faults_that_last_fail_as_boto3_fails(proxied: tuple[FaultProxy, S3Site,
         boto.get_object(Bucket=bucket, Key="source key")
     with pytest.raises(botocore.exceptions.ConnectionClosedError):
         lean.get_object(Bucket=bucket, Key="source key")
+
+
+def test_requests_go_through_the_proxy_from_the_environment(rgw_site: S3Site, unique_name: str) -> None:
+    rgw_site.client().create_bucket(Bucket=unique_name)
+    with FaultProxy(rgw_site.url) as proxy, mock.patch.dict(os.environ, {"HTTP_PROXY": proxy.url, "NO_PROXY": ""}):
+        _, lean = _clients(rgw_site)
+        lean.put_object(Bucket=unique_name, Key="via proxy", Body=b"x", ContentMD5=_md5(b"x"))
+        assert lean.get_object(Bucket=unique_name, Key="via proxy")["Body"].read() == b"x"
+        assert proxy.requests == 2
+    rgw_site.client().delete_object(Bucket=unique_name, Key="via proxy")
+    rgw_site.client().delete_bucket(Bucket=unique_name)
+
+
+class _RegionalServer(ThreadingHTTPServer):
+    """Answers like S3 for a bucket in eu-west-1: a request signed for another region gets AWS's 400
+    AuthorizationHeaderMalformed naming the right region; one signed for eu-west-1 gets the object."""
+
+    signed_regions: list[str]
+
+
+class _RegionalHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+    def do_GET(self) -> None:
+        region = self.headers["Authorization"].split("/")[2]
+        assert isinstance(self.server, _RegionalServer)
+        self.server.signed_regions.append(region)
+        if region == "eu-west-1":
+            body = b"regional"
+            self.send_response(200)
+            self.send_header("ETag", '"abc"')
+        else:
+            body = (
+                b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AuthorizationHeaderMalformed</Code>"
+                b"<Message>the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message>"
+                b"<Region>eu-west-1</Region><RequestId>1</RequestId></Error>"
+            )
+            self.send_response(400)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_bucket_in_another_region_is_signed_again_for_it() -> None:
+    server = _RegionalServer(("127.0.0.1", 0), _RegionalHandler)
+    server.signed_regions = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        site = S3Site(f"http://127.0.0.1:{server.server_address[1]}", "AKID", "secret")
+        _, lean = _clients(site)
+        assert lean.get_object(Bucket="eu-bucket", Key="k")["Body"].read() == b"regional"
+        assert lean.get_object(Bucket="eu-bucket", Key="k")["Body"].read() == b"regional"
+        assert server.signed_regions == ["us-east-1", "eu-west-1", "eu-west-1"]  # the region is remembered
+    finally:
+        server.shutdown()
+        server.server_close()
