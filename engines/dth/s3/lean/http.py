@@ -38,6 +38,8 @@ class ConnectionPools:
         self._local = threading.local()
         self._ssl: ssl.SSLContext | None = None
         self._ssl_lock = threading.Lock()
+        # Read once per endpoint: scanning os.environ for proxies cost more than signing a request.
+        self._proxies: dict[tuple[str, str], str | None] = {}
 
     def _ssl_context(self) -> ssl.SSLContext:
         with self._ssl_lock:
@@ -64,7 +66,10 @@ class ConnectionPools:
         through a proxy (None when the request line carries only the path)."""
         key = (scheme, host, port)
         idle = self._idle(key)
-        proxy = _proxy_for(scheme, host)
+        try:
+            proxy = self._proxies[scheme, host]
+        except KeyError:
+            proxy = self._proxies[scheme, host] = _proxy_for(scheme, host)
         prefix = f"http://{host}:{port}" if proxy and scheme == "http" else None
         if idle:
             return idle.pop(), True, prefix

@@ -25,7 +25,17 @@ def _entity(match: re.Match[str]) -> str:
 
 
 def unescape(text: str) -> str:
-    return _ENTITY.sub(_entity, text) if "&" in text else text
+    if "&" not in text:
+        return text
+    if text.count("&") == text.count("&quot;"):  # a listed ETag: "&quot;...&quot;"
+        return text.replace("&quot;", '"')
+    return _ENTITY.sub(_entity, text)
+
+
+def url_decoded(text: str) -> str:
+    """encoding-type=url undone as botocore undoes it (unquote_plus), after the XML entities."""
+    text = unescape(text)
+    return unquote_plus(text) if "%" in text else text.replace("+", " ")
 
 
 def root_tag(body: bytes) -> str | None:
@@ -117,7 +127,31 @@ _LISTED_INT = frozenset({"Size"})
 _LISTED_LISTS = frozenset({"ChecksumAlgorithm"})
 
 
+_LEAF = re.compile(r"<([A-Za-z]\w*)>([^<]*)</")
+
+
 def _listed_object(xml: str, decode: bool, known: frozenset[str]) -> dict[str, Any]:
+    if "<Owner>" in xml or "<RestoreStatus>" in xml or "/>" in xml:
+        return _nested_listed_object(xml, decode, known)
+    # The common case, every element a leaf: one findall in C instead of a backtracking match per element.
+    entry: dict[str, Any] = {}
+    for name, inner in _LEAF.findall(xml):
+        if name == "Key":
+            entry["Key"] = url_decoded(inner) if decode else unescape(inner)
+        elif name == "Size":
+            entry["Size"] = int(inner)
+        elif name == "ETag" or name == "LastModified" or name == "StorageClass":
+            entry[name] = unescape(inner)
+        elif name not in known:
+            continue
+        elif name in _LISTED_LISTS:
+            entry.setdefault(name, []).append(inner)
+        else:
+            entry[name] = unescape(inner)
+    return entry
+
+
+def _nested_listed_object(xml: str, decode: bool, known: frozenset[str]) -> dict[str, Any]:
     entry: dict[str, Any] = {}
     for match in _ELEMENT.finditer(xml):
         name, inner = match.group(1), match.group(2) or ""
