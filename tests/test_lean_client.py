@@ -4,6 +4,7 @@ retries are boto3's, for odd keys too."""
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import os
 import threading
@@ -95,6 +96,7 @@ def test_reads_answer_as_boto3_answers(site: S3Site, bucket: str) -> None:
             ContentType="text/plain",
             CacheControl="no-cache",
             Metadata={"colour": "blue", "n": str(number)},
+            Expires=datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
         )
     for key in ODD_KEYS:
         head = boto.head_object(Bucket=bucket, Key=key)

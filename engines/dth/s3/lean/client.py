@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import botocore.exceptions
 import botocore.response
+import botocore.utils
 
 from dth.s3.lean import xml
 from dth.s3.lean.http import ConnectionPools, HttpSettings, StaleConnection, send
@@ -336,6 +337,12 @@ class LeanS3Client:
 
     def _parse(self, operation: Operation, answer: _Answer, attempts: int, auto_encoding: bool) -> dict[str, Any]:
         result = operation.parse_headers(answer.headers)
+        if "Expires" in result:  # botocore keeps the text, and drops an Expires that is no timestamp
+            result["ExpiresString"] = result["Expires"]
+            try:
+                botocore.utils.parse_timestamp(result["Expires"])
+            except (ValueError, RuntimeError):
+                del result["Expires"]
         output = operation.model.output_shape
         if operation.name == "GetObject":
             length = answer.headers.get("content-length")
