@@ -345,3 +345,33 @@ def test_a_bucket_in_another_region_is_signed_again_for_it() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _ClosingHandler(BaseHTTPRequestHandler):
+    """Closes every connection after its answer without saying so, as a server whose keep-alive timed out."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.send_header("ETag", '"abc"')
+        self.end_headers()
+        self.close_connection = True
+
+
+def test_connections_closed_by_the_server_are_replaced_without_a_retry() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ClosingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _, lean = _clients(S3Site(f"http://127.0.0.1:{server.server_address[1]}", "AKID", "secret"), max_attempts=1)
+        for _ in range(3):
+            head = lean.head_object(Bucket="bucket", Key="k")
+            assert (head["ETag"], head["ResponseMetadata"]["RetryAttempts"]) == ('"abc"', 0)
+    finally:
+        server.shutdown()
+        server.server_close()

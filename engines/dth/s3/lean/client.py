@@ -261,17 +261,15 @@ class LeanS3Client:
         body: Any,
     ) -> _Answer:
         target = self._sign(operation, route, key, query, headers, body)
-        for fresh in (False, True):
-            connection, reused, prefix = self._pools.acquire(route.scheme, route.host, route.port)
-            try:
-                response = send(
-                    connection, operation.method, (prefix or "") + target, headers, body, reused and not fresh
-                )
-                break
-            except StaleConnection:
-                if fresh:
-                    raise
-                continue
+        connection, reused, prefix = self._pools.acquire(route.scheme, route.host, route.port)
+        try:
+            response = send(connection, operation.method, (prefix or "") + target, headers, body, reused)
+        except StaleConnection:
+            # Once more on a new connection, not counted as a retry: urllib3 (under botocore) checks a pooled
+            # connection before reusing it; this finds out by trying.
+            self._pools.discard_idle(route.scheme, route.host, route.port)
+            connection, _, prefix = self._pools.acquire(route.scheme, route.host, route.port)
+            response = send(connection, operation.method, (prefix or "") + target, headers, body, False)
         answer_headers = {name.lower(): value for name, value in response.getheaders()}
         if operation.name == "GetObject" and response.status < 300:
 

@@ -26,7 +26,7 @@ class HttpSettings:
     verify: bool | str = True
 
 
-class StaleConnection(Exception):  # noqa: N818 - a signal to retry on a fresh connection, not an error
+class StaleConnection(ConnectionResetError):  # noqa: N818 - a signal to retry on a fresh connection
     """A kept-alive connection the server had closed, found before any response byte arrived."""
 
 
@@ -74,6 +74,13 @@ class ConnectionPools:
         if idle:
             return idle.pop(), True, prefix
         return self._connect(scheme, host, port, proxy), False, prefix
+
+    def discard_idle(self, scheme: str, host: str, port: int) -> None:
+        """Close the thread's idle connections to an endpoint: after one was found closed, the others
+        (idle as long or longer) most likely are too."""
+        idle = self._idle((scheme, host, port))
+        while idle:
+            idle.pop().close()
 
     def release(self, scheme: str, host: str, port: int, connection: http.client.HTTPConnection) -> None:
         self._idle((scheme, host, port)).append(connection)
