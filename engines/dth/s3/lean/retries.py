@@ -61,6 +61,8 @@ class RetryQuota:
             return cost
 
     def release(self, taken: int) -> None:
+        if not taken and self._available >= self.CAPACITY:
+            return  # the usual case, a success at full quota: no lock for nothing
         amount = taken or self.NO_RETRY_INCREMENT
         with self._lock:
             self._available = min(self.CAPACITY, self._available + amount)
