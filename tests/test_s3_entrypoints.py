@@ -160,10 +160,15 @@ def test_the_worker_receives_with_the_visibility_timeout_it_is_given(moto_server
             check=False,
         )
         assert done.returncode == 0, done.stderr
+        # The work queue's receives: an idle worker also sweeps the dead-letter queue, with its own timeout.
         receives = [
-            json.loads(request.body)
-            for request in proxy.recorded
-            if request.headers.get("x-amz-target") == "AmazonSQS.ReceiveMessage"
+            body
+            for body in (
+                json.loads(request.body)
+                for request in proxy.recorded
+                if request.headers.get("x-amz-target") == "AmazonSQS.ReceiveMessage"
+            )
+            if body.get("QueueUrl") == queue_url
         ]
     assert receives, [request.headers.get("x-amz-target") for request in proxy.recorded]
     assert {receive["VisibilityTimeout"] for receive in receives} == {7}
