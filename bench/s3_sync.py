@@ -364,6 +364,16 @@ class Dth(Tool):
         return Invocation(argv, _base_env(lab, workdir))
 
 
+class DthBoto3(Dth):
+    """dth on boto3's client for the data path too (DTH_S3_CLIENT=boto3), to compare with the lean client."""
+
+    name = "dth-boto3"
+
+    def invocation(self, lab: Lab, scenario: Scenario, src: str, dst: str, workdir: Path) -> Invocation:
+        invocation = super().invocation(lab, scenario, src, dst, workdir)
+        return Invocation(invocation.argv, {**invocation.env, "DTH_S3_CLIENT": "boto3"}, invocation.note)
+
+
 class Rclone(Tool):
     name = "rclone"
     flags = ("--checksum", f"--transfers={DTH_DEFAULT_WORKERS}", f"--checkers={DTH_DEFAULT_WORKERS}")
@@ -444,7 +454,13 @@ def _no_ca() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
 
 
-TOOLS: dict[str, Callable[[], Tool]] = {"dth": Dth, "rclone": Rclone, "s5cmd": S5cmd, "aws": AwsCli}
+TOOLS: dict[str, Callable[[], Tool]] = {
+    "dth": Dth,
+    "dth-boto3": DthBoto3,
+    "rclone": Rclone,
+    "s5cmd": S5cmd,
+    "aws": AwsCli,
+}
 
 
 # -- measuring one child process --------------------------------------------------------------
@@ -628,7 +644,7 @@ def run_tool(
     load = [round(x, 2) for x in os.getloadavg()]
     v = verify(source_listing, lab.listing(dst), before)
     details: dict[str, Any] = {"verification": asdict(v)}
-    if tool.name == "dth":
+    if isinstance(tool, Dth):
         with contextlib.suppress(ValueError, IndexError):
             report = json.loads(m.stdout.strip().splitlines()[-1])
             details["dth"] = {k: report.get(k) for k in ("ok", "elapsedSeconds", "counters", "plan", "error")}

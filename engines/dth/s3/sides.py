@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -9,10 +10,13 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.httpsession
 import botocore.parsers
 
 from dth.errors import AccessError
 from dth.s3.credentials import SecretCredentials, access_key_of, session_for
+from dth.s3.lean import LeanS3Client
+from dth.s3.lean.http import HttpSettings
 from dth.spec.model import S3Location, S3Source
 
 DEFAULT_REGION = "us-east-1"
@@ -105,6 +109,8 @@ def connect(
     client = _s3_client(
         session, region_name=location.region or DEFAULT_REGION, endpoint_url=endpoint_url, config=config
     )
+    if lean_client_enabled():
+        client = _lean_client(client, session, config, endpoint_url, max_attempts)
     return S3Side(
         role=role,
         location=location,
@@ -112,6 +118,41 @@ def connect(
         endpoint_url=endpoint_url or client.meta.endpoint_url,
         access_key=access_key_of(session),
         secret_credentials=secret_credentials,
+    )
+
+
+CLIENT_SWITCH = "DTH_S3_CLIENT"
+
+
+def lean_client_enabled() -> bool:
+    """The data path runs on the lean client (dth.s3.lean) unless DTH_S3_CLIENT=boto3."""
+    choice = os.environ.get(CLIENT_SWITCH, "lean").strip().lower() or "lean"
+    if choice not in ("lean", "boto3"):
+        raise ValueError(f"{CLIENT_SWITCH} must be 'lean' or 'boto3', not {choice!r}")
+    return choice == "lean"
+
+
+def _lean_client(
+    client: Any, session: boto3.Session, config: botocore.config.Config, endpoint_url: str | None, max_attempts: int
+) -> LeanS3Client:
+    """The hot operations on the lean client, everything else on `client`; the same credentials, timeouts,
+    trust store and retry policy."""
+    ca_bundle = session._session.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE or the profile's ca_bundle
+    settings = HttpSettings(
+        connect_timeout=float(config.connect_timeout),
+        read_timeout=float(config.read_timeout),
+        verify=ca_bundle or botocore.httpsession.get_cert_path(True),
+    )
+
+    def regional_client(region: str) -> Any:  # for buckets that answer from another region
+        return _s3_client(session, region_name=region, endpoint_url=endpoint_url, config=config)
+
+    return LeanS3Client(
+        client,
+        session.get_credentials(),
+        max_attempts=max_attempts,
+        http_settings=settings,
+        regional_client=regional_client,
     )
 
 
