@@ -175,3 +175,16 @@ def test_a_stack_of_another_owner_is_never_updated(cfn: CfnProxy, template: Path
     refused = theirs.blocked(1, "9")
     assert refused.reason == "StackNotOwned" and "uid-1" in refused.message
     assert cfn.calls["UpdateStack"] == 0
+
+
+def test_a_stack_deleted_to_be_created_again_is_recovering_whatever_the_last_look_said() -> None:
+    """The observe timer must not call a task Failed while its rolled-back stack is being deleted to be
+    created again: after the delete began, reconcile's next look says StackBusy, not Recreating (seen in CI:
+    a Failed Event between the two creates)."""
+    from dth_operator.deploy import recovering
+
+    assert recovering("DELETE_IN_PROGRESS", 1, "StackBusy")
+    assert recovering("DELETE_COMPLETE", 1, "StackBusy")
+    assert recovering("DELETE_IN_PROGRESS", 1, "Recreating")
+    assert not recovering("DELETE_IN_PROGRESS", 0, "StackBusy")  # a delete nobody asked to recover from
+    assert not recovering("DELETE_FAILED", 1, "Recreating")

@@ -38,7 +38,9 @@ def recovering(status: str, attempts: int, last_reason: str) -> bool:
         return attempts < MAX_RECREATES
     if status == "UPDATE_ROLLBACK_FAILED":
         return attempts < MAX_CONTINUES
-    return status.startswith("DELETE") and status != "DELETE_FAILED" and last_reason == "Recreating"
+    # Deleting a rolled-back stack to create it again: `attempts` counts the re-creations until one applies (the
+    # reason alone is not enough: a look while the delete runs says StackBusy).
+    return status.startswith("DELETE") and status != "DELETE_FAILED" and (last_reason == "Recreating" or attempts > 0)
 
 
 class Action(Enum):
