@@ -41,7 +41,7 @@ class LiveProgress:
     def __init__(
         self, first_phase: str, frame_of: Callable[[TransferCounters, bool], Frame], stream: TextIO | None = None
     ) -> None:
-        self._first = Frame(first_phase, 0, None, "")
+        self._first_phase = first_phase
         self._frame_of = frame_of
         self._stream = stream if stream is not None else sys.stderr
         self._progress: Progress | None = None
@@ -97,7 +97,7 @@ class LiveProgress:
             transient=False,
             console=Console(file=self._stream),
         )
-        self._task = self._progress.add_task(self._first.phase, total=None, count="", detail="")
+        self._task = self._progress.add_task(self._first_phase, total=None, count="", detail="")
         self._progress.start()
 
     def _show(self, frame: Frame) -> None:
