@@ -29,12 +29,14 @@ from dth_operator.stacks import UID_TAG, describe, failures, first_failure
 MAX_RECREATES = 2  # three creates in all
 MAX_CONTINUES = 2
 RECREATABLE = frozenset({"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED"})
+# A failed create rolls back before it settles in ROLLBACK_COMPLETE: on AWS that takes minutes.
+ROLLING_BACK_CREATE = "ROLLBACK_IN_PROGRESS"
 
 
 def recovering(status: str, attempts: int, last_reason: str) -> bool:
     """Whether a stack in `status` is one `Deployment.step` is recovering from by itself (so the task is still
     being provisioned, not failed)."""
-    if status in RECREATABLE:
+    if status in RECREATABLE or status == ROLLING_BACK_CREATE:
         return attempts < MAX_RECREATES
     if status == "UPDATE_ROLLBACK_FAILED":
         return attempts < MAX_CONTINUES

@@ -26,6 +26,7 @@ from dth.spec.model import API_GROUP, API_VERSION, PLURAL, Condition, Phase, S3T
 from dth_operator import kube, metrics
 from dth_operator.aws import Clients, count, error_code, error_message, is_retryable, temporary
 from dth_operator.deploy import Deployment, StackBlockedError, StackWaitError, recovering
+from dth_operator.observation import stack_conditions
 from dth_operator.policy import PolicyViolationError, configured_policy
 from dth_operator.progress import condition, merge_conditions, phase_of, read_progress
 from dth_operator.secrets import REQUIRED_KEYS, Owner, SecretNotOwnedError, copy_secret, delete_secrets
@@ -391,27 +392,17 @@ def observe(
         if progress.depth:
             observed["queueDepth"] = progress.depth.pending
             observed["deadLetterDepth"] = dead
-        if pending:  # reconcile's word on why the spec is not applied yet stands
-            synced = _pending_synced(synced_before, int(meta.get("generation") or 0))
-        else:
-            synced = condition("StackSynced", not stack.in_progress and not stack.failed, stack.status, stack.reason)
-        if pending and stack.status == "UPDATE_ROLLBACK_COMPLETE":
-            why = (
-                str(synced_before.get("message"))
-                if synced_before.get("reason") == "UpdateRolledBack"
-                else first_failure(aws.cloudformation, stack.name)
-            )
-            degraded = condition("Degraded", True, "UpdateRolledBack", why)
-        else:
-            degraded = condition(
-                "Degraded",
-                dead > 0 or c.failed > 0,
-                "DeadLetters" if dead else "NoDeadLetters",
-                f"{dead} messages on the dead-letter queue" if dead else "",
-            )
-        observed["conditions"] = merge_conditions(
-            list(status.get("conditions") or []), [condition("Ready", stack.ready, stack.status), synced, degraded]
+        generation = int(meta.get("generation") or 0)
+        looked = stack_conditions(
+            stack,
+            pending=pending,
+            generation=generation,
+            synced_before=synced_before,
+            dead_letters=dead,
+            failed_objects=c.failed,
+            first_failure=lambda: first_failure(aws.cloudformation, stack.name),
         )
+        observed["conditions"] = merge_conditions(list(status.get("conditions") or []), list(looked))
         write_status(namespace, name, observed)
         _announce(body, namespace, name, phase, message, previous=status.get("phase"))
         metrics.set_phase(namespace, name, phase)
@@ -422,13 +413,6 @@ def observe(
         if progress.depth:
             metrics.QUEUE_DEPTH.labels(namespace, name).set(progress.depth.pending)
             metrics.DEAD_LETTERS.labels(namespace, name).set(dead)
-
-
-def _pending_synced(before: dict[str, Any], generation: int) -> Condition:
-    """StackSynced while the spec's generation is not applied: False, saying why (reconcile's reason, if any)."""
-    if before.get("reason"):
-        return condition("StackSynced", False, str(before["reason"]), str(before.get("message", "")))
-    return condition("StackSynced", False, "Pending", f"generation {generation} is not applied yet")
 
 
 # The phase each task's last Event announced. The timer's `status` can lag behind what it wrote itself (the
