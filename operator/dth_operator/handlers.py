@@ -64,29 +64,35 @@ def timed(handler: str) -> Iterator[None]:
         metrics.RECONCILE_SECONDS.labels(handler=handler).observe(time.perf_counter() - started)
 
 
-def write_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-    """Patch the status subresource directly. The timer does not hand its changes to kopf: kopf would wait for
-    the patched version to come back through the watch before the next tick, and the timer would stall
-    whenever that watch event is late or lost."""
+def write_status(namespace: str, name: str, status: dict[str, Any], *, seen_version: str | None = None) -> bool:
+    """Patch the status subresource directly; whether it was written. The timer does not hand its changes to
+    kopf: kopf would wait for the patched version to come back through the watch before the next tick, and the
+    timer would stall whenever that watch event is late or lost.
+
+    With `seen_version` (the resourceVersion the caller's view of the task was read at), the API server makes the
+    write only if the task is still at that version: a look taken from a stale view must not overwrite what
+    reconcile wrote since (an Invalid written back to Running stays Running, as the timer trusts the status).
+    A refused write is skipped, and the next tick looks again."""
     import kubernetes
 
+    body: dict[str, Any] = {"status": {k: v for k, v in status.items() if v != ""}}
+    if seen_version:
+        body["metadata"] = {"resourceVersion": seen_version}
     try:
         kubernetes_client().patch_namespaced_custom_object_status(
-            API_GROUP,
-            API_VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": {k: v for k, v in status.items() if v != ""}},
-            _request_timeout=kube.REQUEST_TIMEOUT,
+            API_GROUP, API_VERSION, namespace, PLURAL, name, body, _request_timeout=kube.REQUEST_TIMEOUT
         )
     except kube.UNANSWERED as error:
         raise kube.unanswered("a status write", error) from None
     except kubernetes.client.ApiException as error:
+        if error.status == 409 and seen_version:
+            return False  # changed since the caller looked
         if error.status != 404:  # a task deleted meanwhile has no status to write
             raise kopf.TemporaryError(
                 f"cannot write the status: {error.reason}: {str(error.body)[:400]}", delay=5
             ) from None
+        return False
+    return True
 
 
 _kubernetes: Any = None
@@ -362,6 +368,7 @@ def observe(
                         "phase": (Phase.PROVISIONING if recreating else Phase.PENDING).value,
                         "message": "stack not found",
                     },
+                    seen_version=meta.get("resourceVersion"),
                 )
                 return
             if not stack.owned_by(uid):
@@ -403,7 +410,9 @@ def observe(
             first_failure=lambda: first_failure(aws.cloudformation, stack.name),
         )
         observed["conditions"] = merge_conditions(list(status.get("conditions") or []), list(looked))
-        write_status(namespace, name, observed)
+        if not write_status(namespace, name, observed, seen_version=meta.get("resourceVersion")):
+            logger.debug("the task changed since this look; the next tick looks again")
+            return
         _announce(body, namespace, name, phase, message, previous=status.get("phase"))
         metrics.set_phase(namespace, name, phase)
         for outcome in ("found", "copied", "skipped", "failed"):
