@@ -629,7 +629,6 @@ def test_a_spec_change_while_the_stack_is_in_progress_waits_and_is_applied_after
     assert not [e for e in events(cluster, "busy") if e[0] == "Warning"]
 
 
-@pytest.mark.known_race  # failed in a full CI run, passes alone: see the note
 @pytest.mark.operator_e2e
 def test_a_create_that_rolls_back_is_deleted_and_created_again_then_fails_after_three_tries(
     cluster: Cluster, start_operator: Callable[..., Any], moto_server: MotoServer, rgw_site: S3Site
@@ -663,7 +662,6 @@ def test_a_create_that_rolls_back_is_deleted_and_created_again_then_fails_after_
         assert [e[1] for e in events(cluster, "always")].count("StackRolledBack") == 2
 
 
-@pytest.mark.known_race  # failed in a full CI run, passes alone: see the note
 @pytest.mark.operator_e2e
 def test_an_update_that_rolls_back_keeps_the_task_running_degraded_until_the_next_change(
     cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site

@@ -328,7 +328,6 @@ def test_changing_a_referenced_secret_reaches_secrets_manager(
     assert "source-keys" in rotated[0] and "rotated-secret-value" not in rotated[0]
 
 
-@pytest.mark.known_race  # failed in a full CI run, passes alone: see the note
 def test_a_narrower_policy_turns_a_deployed_task_invalid_when_the_operator_restarts(
     tenants: tuple[Namespace, Namespace], start_operator: Callable[..., Any], tmp_path: Path
 ) -> None:
