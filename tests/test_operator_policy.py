@@ -328,8 +328,8 @@ def test_changing_a_referenced_secret_reaches_secrets_manager(
     assert "source-keys" in rotated[0] and "rotated-secret-value" not in rotated[0]
 
 
-def test_a_narrower_policy_turns_a_deployed_task_invalid_when_the_operator_restarts(
-    tenants: tuple[Namespace, Namespace], start_operator: Callable[..., Any], tmp_path: Path
+def test_a_narrower_policy_turns_a_deployed_task_invalid_and_stops_its_stack_when_the_operator_restarts(
+    tenants: tuple[Namespace, Namespace], start_operator: Callable[..., Any], moto_server: MotoServer, tmp_path: Path
 ) -> None:
     a, _ = tenants
     first = start_operator()
@@ -344,3 +344,15 @@ def test_a_narrower_policy_turns_a_deployed_task_invalid_when_the_operator_resta
     wait_for(lambda: a.status("was-allowed").get("phase") == "Invalid", what="the task Invalid")
     (ready,) = a.status("was-allowed")["conditions"]
     assert ready["reason"] == "PolicyDenied" and "sourceBuckets of rule nothing-for-a" in ready["message"]
+    # Its stack must not go on copying what the namespace may no longer reach: workers and schedule stop.
+    stack = a.status("was-allowed")["stackName"]
+    cloudformation = LocalStacks(moto_server.endpoint_url).client("cloudformation")
+
+    def suspended() -> bool:
+        (described,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
+        values = {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
+        return described["StackStatus"] == "UPDATE_COMPLETE" and values["Suspend"] == "true"
+
+    wait_for(suspended, what="the refused task's stack suspended")
+    wait_for(lambda: "is suspended" in a.status("was-allowed")["message"], what="the task saying so")
+    assert a.status("was-allowed")["phase"] == "Invalid"

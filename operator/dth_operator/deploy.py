@@ -24,7 +24,7 @@ from typing import Any
 import botocore.exceptions
 
 from dth_operator.aws import error_code, error_message, is_retryable
-from dth_operator.stacks import UID_TAG, describe, failures, first_failure
+from dth_operator.stacks import CAPABILITIES, UID_TAG, describe, failures, first_failure
 
 MAX_RECREATES = 2  # three creates in all
 MAX_CONTINUES = 2
@@ -203,3 +203,32 @@ class Deployment:
         )
         self.sent_generation = None  # the spec is sent again once the rollback completes
         raise StackWaitError("ContinuingRollback", f"stack {self.name}: continuing its rollback ({failure})")
+
+
+def suspend_in_place(cloudformation: Any, name: str, uid: str) -> str:
+    """Stop the workers and the schedule of a task's stack and change nothing else (its previous template and
+    parameter values, `Suspend=true`): for a deployed task that the tenant policy no longer allows, whose spec
+    must not be sent again. Returns what was found, in words ("" when there is no stack of the task's to stop);
+    raises `StackWaitError` while the stack is in progress, before the update or during it."""
+    stack = describe(cloudformation, name)
+    if stack is None or stack.status == "DELETE_COMPLETE" or not stack.owned_by(uid):
+        return ""
+    if stack.in_progress:
+        raise StackWaitError("Suspending", f"stack {name} is {stack.status}; its workers are stopped after")
+    if stack.status in RECREATABLE:
+        return f"its stack {name} never ran ({stack.status})"
+    if stack.parameters.get("Suspend") == "true" and not stack.failed:
+        return f"its stack {name} is suspended (workers and schedule stopped)"
+    kept = [{"ParameterKey": key, "UsePreviousValue": True} for key in stack.parameters if key != "Suspend"]
+    try:
+        cloudformation.update_stack(
+            StackName=name,
+            UsePreviousTemplate=True,
+            Parameters=[*kept, {"ParameterKey": "Suspend", "ParameterValue": "true"}],
+            Capabilities=CAPABILITIES,
+        )
+    except botocore.exceptions.ClientError as error:
+        if error_code(error) == "ValidationError" and "can not be updated" in error_message(error):
+            raise StackWaitError("Suspending", f"stack {name}: {error_message(error)}") from None
+        raise
+    raise StackWaitError("Suspending", f"stack {name}: stopping its workers and schedule")

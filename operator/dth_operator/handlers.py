@@ -9,6 +9,7 @@ is met is in deploy.py. A finalizer deletes the stack and the task's secrets unl
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -25,7 +26,7 @@ from dth.spec.load import parse_task_spec
 from dth.spec.model import API_GROUP, API_VERSION, PLURAL, Condition, Phase, S3TaskSpec
 from dth_operator import kube, metrics
 from dth_operator.aws import Clients, count, error_code, error_message, is_retryable, temporary
-from dth_operator.deploy import Deployment, StackBlockedError, StackWaitError, recovering
+from dth_operator.deploy import Deployment, StackBlockedError, StackWaitError, recovering, suspend_in_place
 from dth_operator.observation import stack_conditions
 from dth_operator.policy import PolicyViolationError, configured_policy
 from dth_operator.progress import condition, merge_conditions, phase_of, read_progress
@@ -139,6 +140,31 @@ def _invalid(
     patch.status["conditions"] = merge_conditions([], [condition("Ready", False, reason, message)])
     metrics.set_phase(namespace, name, Phase.INVALID)
     return kopf.PermanentError(message)
+
+
+def _stop_refused(
+    status: kopf.Status, namespace: str, name: str, uid: str, retry: int, patch: kopf.Patch, refusal: str
+) -> str:
+    """A deployed task the tenant policy no longer allows must not go on copying what its namespace may no longer
+    reach: its stack is suspended in place. Retried (the task already Invalid) while that is under way; what was
+    done, in words."""
+    stack = status.get("stackName")
+    if not stack:
+        return ""
+    try:
+        return suspend_in_place(clients().cloudformation, str(stack), uid)
+    except StackWaitError as wait:
+        message = f"{refusal}; {wait.message}"
+        patch.status["phase"] = Phase.INVALID.value
+        patch.status["message"] = message
+        patch.status["conditions"] = merge_conditions([], [condition("Ready", False, "PolicyDenied", message)])
+        metrics.set_phase(namespace, name, Phase.INVALID)
+        raise kopf.TemporaryError(wait.message, delay=backoff(retry)) from None
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+        if is_retryable(error):
+            raise temporary(error, "cloudformation") from None
+        why = error_message(error) if isinstance(error, botocore.exceptions.ClientError) else str(error)
+        return f"its stack {stack} could not be suspended ({why}): delete the task or stop its workers by hand"
 
 
 def _secret_arns(spec: S3TaskSpec | ImageTaskSpec, owner: Owner) -> dict[str, str]:
@@ -277,7 +303,8 @@ def reconcile(
             configured_policy().check(namespace, task)
         except PolicyViolationError as error:
             logger.error(f"refused by the tenant policy: {error}")
-            raise _invalid(body, patch, namespace, name, str(error), reason="PolicyDenied") from None
+            message = f"{error}; {_stop_refused(status, namespace, name, uid, retry, patch, str(error))}"
+            raise _invalid(body, patch, namespace, name, message.rstrip("; "), reason="PolicyDenied") from None
         generation = int(meta.get("generation") or 0)
         try:
             arns = _secret_arns(task, Owner(SETTINGS.cluster_id, namespace, name, uid))
@@ -349,16 +376,20 @@ def observe(
 ) -> None:
     """Poll the real state: the stack, the counters, the queues."""
     namespace = namespace or "default"
-    if status.get("phase") in (Phase.INVALID.value, None) or not status.get("stackName"):
+    # kopf hands a timer live views of the task, updated by each watch event while the tick runs: the version
+    # is taken first and the status copied, so what this tick writes is judged against the oldest view it used.
+    seen_version = str(meta.get("resourceVersion") or "")
+    view: dict[str, Any] = copy.deepcopy(dict(status))
+    if view.get("phase") in (Phase.INVALID.value, None) or not view.get("stackName"):
         return
     if meta.get("deletionTimestamp"):
         return  # being deleted: the finalizer's handler reports on the stack now
     with timed("observe"):
         aws = clients()
-        synced_before = dict(status.get("stackSync") or {})  # reconcile's own field: never stale for long
-        pending = int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0)
+        synced_before = dict(view.get("stackSync") or {})  # reconcile's own field: never stale for long
+        pending = int(view.get("observedGeneration") or 0) < int(meta.get("generation") or 0)
         try:
-            stack = describe(aws.cloudformation, status["stackName"])
+            stack = describe(aws.cloudformation, view["stackName"])
             if stack is None:
                 recreating = pending and synced_before.get("reason") == "Recreating"
                 write_status(
@@ -368,7 +399,7 @@ def observe(
                         "phase": (Phase.PROVISIONING if recreating else Phase.PENDING).value,
                         "message": "stack not found",
                     },
-                    seen_version=meta.get("resourceVersion"),
+                    seen_version=seen_version,
                 )
                 return
             if not stack.owned_by(uid):
@@ -381,7 +412,7 @@ def observe(
         phase, message = phase_of(
             stack, progress, once=spec.get("schedule", "once") == "once", suspended=bool(spec.get("suspend"))
         )
-        attempts = int(status.get("recoveryAttempts") or 0)
+        attempts = int(view.get("recoveryAttempts") or 0)
         if pending and recovering(stack.status, attempts, str(synced_before.get("reason", ""))):
             phase, message = Phase.PROVISIONING, str(synced_before.get("message") or f"stack {stack.status}")
         elif stack.failed:
@@ -409,11 +440,11 @@ def observe(
             failed_objects=c.failed,
             first_failure=lambda: first_failure(aws.cloudformation, stack.name),
         )
-        observed["conditions"] = merge_conditions(list(status.get("conditions") or []), list(looked))
-        if not write_status(namespace, name, observed, seen_version=meta.get("resourceVersion")):
+        observed["conditions"] = merge_conditions(list(view.get("conditions") or []), list(looked))
+        if not write_status(namespace, name, observed, seen_version=seen_version):
             logger.debug("the task changed since this look; the next tick looks again")
             return
-        _announce(body, namespace, name, phase, message, previous=status.get("phase"))
+        _announce(body, namespace, name, phase, message, previous=view.get("phase"))
         metrics.set_phase(namespace, name, phase)
         for outcome in ("found", "copied", "skipped", "failed"):
             metrics.OBJECTS.labels(namespace, name, outcome).set(getattr(c, outcome))
