@@ -44,6 +44,7 @@ class StackState:
     uid: str | None
     outputs: dict[str, str] = field(default_factory=dict)
     cluster: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
 
     @property
     def in_progress(self) -> bool:
@@ -82,6 +83,7 @@ def describe(cloudformation: Any, name: str) -> StackState | None:
         uid=tags.get(UID_TAG),
         cluster=tags.get(CLUSTER_TAG),
         outputs={o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
+        parameters={p["ParameterKey"]: str(p.get("ParameterValue", "")) for p in stack.get("Parameters", [])},
     )
 
 
