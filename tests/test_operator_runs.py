@@ -299,3 +299,22 @@ def test_status_lists_the_first_failures_of_the_last_run_with_their_keys_as_reco
         what="the failures of the new run (none)",
         detail=lambda: namespace.status("failing"),
     )
+
+
+def test_a_run_now_claim_holds_only_for_the_version_read(
+    namespace: Namespace, kubernetes: LocalKubernetes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim (status.lastRunNowHandled) is a status patch conditional on the resourceVersion: a second
+    reader of the same version (a stale event, another replica) gets a conflict and starts nothing."""
+    import kubernetes as client
+
+    from dth_operator import handlers
+
+    api = client.config.new_client_from_config(config_file=str(kubernetes.kubeconfig))
+    monkeypatch.setattr(handlers, "_kubernetes", client.client.CustomObjectsApi(api))
+    namespace.apply(s3_task("claimed", S3Site("http://127.0.0.1:9", "a", "b"), "src", "dst"))
+    read = namespace.task("claimed")["metadata"]["resourceVersion"]
+    assert handlers._claim_run_now(namespace.name, "claimed", read, "2026-12-02T05:00:00Z")
+    assert namespace.status("claimed")["lastRunNowHandled"] == "2026-12-02T05:00:00Z"
+    assert not handlers._claim_run_now(namespace.name, "claimed", read, "2026-12-02T05:00:00Z")
+    assert not handlers._claim_run_now(namespace.name, "gone", read, "2026-12-02T05:00:00Z")
