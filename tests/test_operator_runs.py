@@ -318,3 +318,37 @@ def test_a_run_now_claim_holds_only_for_the_version_read(
     assert namespace.status("claimed")["lastRunNowHandled"] == "2026-12-02T05:00:00Z"
     assert not handlers._claim_run_now(namespace.name, "claimed", read, "2026-12-02T05:00:00Z")
     assert not handlers._claim_run_now(namespace.name, "gone", read, "2026-12-02T05:00:00Z")
+
+
+def test_run_now_starts_an_image_tasks_sync_task_in_its_stacks_cluster_and_network(
+    aws: LocalStacks, unique_name: str
+) -> None:
+    """The image plugin has no finder: its one sync task is what a run is (output TaskDefinition)."""
+    from dth.spec.cfn import PluginSettings, image_stack_parameters, template_path
+    from dth.spec.image import ImageTaskSpec
+    from dth_operator.runs import refusal, start_finder
+    from dth_operator.stacks import describe
+
+    spec = ImageTaskSpec.model_validate(
+        {
+            "type": "Image",
+            "source": {"type": "Registry", "registry": "quay.io", "images": {"names": ["coreos/etcd:v3.5.0"]}},
+            "destination": {"type": "Registry", "registry": "registry.example.com"},
+            "schedule": "0 3 * * *",
+        }
+    )
+    network = aws.network(unique_name)
+    settings = PluginSettings(image="dth:test", subnets=network.subnets, security_groups=network.security_groups)
+    name = f"{unique_name}-image"
+    aws.create(name, template_path("image-plugin.yaml"), image_stack_parameters(f"ns-{unique_name}", spec, settings))
+    stack = describe(aws.client("cloudformation"), name)
+    assert stack is not None and refusal("now", False, stack) is None
+    refused = refusal("now", True, stack)
+    assert refused is not None and refused.reason == "Suspended"
+
+    arn = start_finder(aws.client("ecs"), stack)
+    (task,) = aws.client("ecs").describe_tasks(cluster=stack.outputs["Cluster"], tasks=[arn])["tasks"]
+    assert task["taskDefinitionArn"] == stack.outputs["TaskDefinition"]
+    assert task["startedBy"] == RUN_NOW_STARTED_BY
+    definition = aws.client("ecs").describe_task_definition(taskDefinition=task["taskDefinitionArn"])
+    assert definition["taskDefinition"]["containerDefinitions"][0]["command"] == ["image", "sync-env"]
