@@ -881,7 +881,7 @@ def test_the_console_runs_the_operator_image_hardened_with_its_secrets_from_the_
     assert not out.all("Ingress")
     # RBAC: cluster-wide reads (no console.namespaces), impersonation, SubjectAccessReviews; never Secrets.
     role = out.one("ClusterRole", f"{CONSOLE}-{NAMESPACE}")
-    assert rules(role) == {**CONSOLE_CLUSTER_RULES, **CONSOLE_READ_RULES}
+    assert rules(role) == {**CONSOLE_CLUSTER_RULES, **CONSOLE_READ_RULES, ("", "namespaces"): {"list"}}
     binding = out.one("ClusterRoleBinding", f"{CONSOLE}-{NAMESPACE}")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": CONSOLE, "namespace": NAMESPACE}]
     # No secret value anywhere in what the chart renders for the console.
@@ -934,7 +934,12 @@ def test_install_with_the_console_and_ask_its_service_account(
         "webhook": {"enabled": False},
         "console": {"enabled": True, **CONSOLE_OIDC, "ingress": {"enabled": True, "host": "dth.example.com"}},
     }
-    cluster_helm.run("install", release, str(CHART), "--namespace", home, "--values", cluster_helm.values_file(values))
+    install = cluster_helm.run(
+        "install", release, str(CHART), "--namespace", home, "--values", cluster_helm.values_file(values)
+    )
+    # NOTES.txt: the redirect URI to register and the Secret's keys.
+    assert "https://dth.example.com/auth/callback as a redirect URI" in install.stdout
+    assert "client-secret and session-secret" in install.stdout
     deployment = get(kubernetes, "-n", home, "deployment", console)
     assert deployment is not None
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -953,6 +958,7 @@ def test_install_with_the_console_and_ask_its_service_account(
         ("get", "transfertasks.dth.io", "-n", other),
         ("list", "events", "--all-namespaces"),
         ("watch", "events", "-n", tasks),
+        ("list", "namespaces"),
     ]
     denied: list[tuple[str, ...]] = [
         ("get", "secrets", "-n", tasks),
@@ -969,6 +975,8 @@ def test_install_with_the_console_and_ask_its_service_account(
         ("get", "configmaps", "-n", home),
         ("create", "rolebindings.rbac.authorization.k8s.io", "-n", tasks),
         ("create", "tokenreviews.authentication.k8s.io"),
+        ("delete", "namespaces"),
+        ("create", "namespaces"),
     ]
     assert_permissions(kubernetes, account, allowed, denied)
     cluster_helm.run("uninstall", release, "--namespace", home)
