@@ -78,13 +78,20 @@ def refusal(value: str, suspended: bool, stack: StackState | None) -> RunNowOutc
             "Suspended",
             f"run now {value} refused: the task is suspended; resume it and {again}",
         )
-    if stack is None or not stack.ready or not task_definition(stack) or not stack.outputs.get("Cluster"):
-        state = "no stack" if stack is None else f"stack {stack.name} is {stack.status}"
+    if stack is None or (stack.status.startswith(("CREATE", "ROLLBACK")) and not stack.ready):
+        state = "it has no stack" if stack is None else f"stack {stack.name} is {stack.status}"
         return RunNowOutcome(
             value,
             RunNowResult.REFUSED,
             "NotDeployed",
             f"run now {value} refused: the task is not deployed yet ({state}); {again}",
+        )
+    if not stack.ready or not task_definition(stack) or not stack.outputs.get("Cluster"):
+        return RunNowOutcome(
+            value,
+            RunNowResult.REFUSED,
+            "StackNotReady",
+            f"run now {value} refused: stack {stack.name} is {stack.status}, not ready to run its finder; {again}",
         )
     return None
 
