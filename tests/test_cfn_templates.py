@@ -596,8 +596,9 @@ STACK_ACTIONS: dict[str, set[str]] = {
     "AWS::IAM::Role": {"iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:PutRolePermissionsBoundary"},
     "AWS::IAM::Policy": {"iam:PutRolePolicy", "iam:DeleteRolePolicy"},
 }
-#: What the operator calls itself (dth_operator: stacks.py, secrets.py, progress.py).
+#: What the operator calls itself (dth_operator: stacks.py, secrets.py, progress.py, runs.py).
 OPERATOR_ACTIONS = {
+    "ecs:RunTask",
     "cloudformation:CreateStack",
     "cloudformation:UpdateStack",
     "cloudformation:DeleteStack",

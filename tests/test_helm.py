@@ -193,6 +193,12 @@ def test_chart_ships_the_kopf_peering_crds() -> None:
     assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["kopf-peering.yaml", "transfertask.yaml"]
 
 
+#: The least a console needs: an OIDC client (its secrets in an existing Secret) and the address users open.
+CONSOLE_OIDC: dict[str, Any] = {
+    "publicUrl": "https://dth.example.com",
+    "oidc": {"issuer": "https://login.example.com/realms/dth", "clientId": "dth-console", "existingSecret": "oidc"},
+}
+
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "namespaced": {"watch": {"mode": "namespaced", "namespaces": ["team-a", "team-b"]}},
@@ -206,6 +212,15 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "webhook-cert-manager": {"webhook": {"certManager": {"enabled": True}}},
     "no-webhook": {"webhook": {"enabled": False}},
     "boundary": {"plugin": {"permissionsBoundary": "arn:aws:iam::123456789012:policy/dth-boundary"}},
+    "console": {"console": {"enabled": True, **CONSOLE_OIDC}},
+    "console-ingress-namespaced": {
+        "console": {
+            "enabled": True,
+            **CONSOLE_OIDC,
+            "namespaces": ["team-a", "team-b"],
+            "ingress": {"enabled": True, "className": "nginx", "host": "dth.example.com", "tls": {"secretName": "t"}},
+        }
+    },
 }
 
 
@@ -407,6 +422,7 @@ FULL_PLUGIN_VALUES: dict[str, Any] = {
     "operator": {
         "observeInterval": 12.5,
         "stackRetryDelay": 2.5,
+        "failuresLimit": 5,
         "clusterId": "eu-prod-2",
         "verbose": True,
         "logFormat": "text",
@@ -442,6 +458,7 @@ def test_every_operator_setting_has_a_value_and_the_operator_reads_them_back(hel
     assert settings.webhook_port == 9443 and str(settings.webhook_cert_dir) == "/etc/dth/webhook"
     assert settings.cluster_id == "eu-prod-2"
     assert settings.stack_retry_delay == 2.5
+    assert settings.failures_limit == 5
     assert env["AWS_ENDPOINT_URL"] == "http://moto.aws.svc:5000"
     assert out.container["image"] == "registry.example/dth/operator:1.2.3"
     assert out.container["imagePullPolicy"] == "Always"
@@ -452,6 +469,7 @@ def test_every_operator_setting_has_a_value_and_the_operator_reads_them_back(hel
     assert defaults.subnets == () and defaults.cluster == "" and defaults.assign_public_ip is False
     assert defaults.observe_interval == 30 and defaults.metrics_port == 8080
     assert defaults.cluster_id == "default" and defaults.stack_retry_delay == 10
+    assert defaults.failures_limit == 20
 
 
 @pytest.mark.parametrize(
@@ -466,6 +484,7 @@ def test_every_operator_setting_has_a_value_and_the_operator_reads_them_back(hel
         ({"operator": {"logFormat": "yaml"}}, "operator.logFormat"),
         ({"operator": {"clusterId": "Prod_EU"}}, "operator.clusterId"),
         ({"operator": {"stackRetryDelay": 0}}, "operator.stackRetryDelay"),
+        ({"operator": {"failuresLimit": -1}}, "operator.failuresLimit"),
         ({"replicas": 2}, "Additional property replicas is not allowed"),
         ({"watch": {"mode": "clusterWide", "namespaces": ["a"]}}, "watch.namespaces is for watch.mode namespaced"),
     ],
@@ -790,3 +809,177 @@ def test_install_cluster_wide_with_irsa(
         cluster_helm.run("uninstall", release, "--namespace", home, check=False)
     assert get(kubernetes, "clusterkopfpeerings.kopf.dev", peering) is None
     assert get(kubernetes, "clusterrole", f"{fullname}-{home}") is None
+
+
+# --- the web console (console.*) ---------------------------------------------------------------------------
+
+CONSOLE = f"{FULLNAME}-console"
+#: What the console's own ServiceAccount may do: impersonate, read tasks and Events, ask SubjectAccessReviews.
+CONSOLE_READ_RULES = {("dth.io", "transfertasks"): {"get", "list", "watch"}, ("", "events"): {"get", "list", "watch"}}
+CONSOLE_CLUSTER_RULES = {
+    ("", "users"): {"impersonate"},
+    ("", "groups"): {"impersonate"},
+    ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
+}
+
+
+def test_the_console_is_off_by_default(helm: Helm) -> None:
+    assert not [kind for kind in rendered(helm).kinds() if "console" in kind[1]]
+
+
+def test_the_console_runs_the_operator_image_hardened_with_its_secrets_from_the_secret(helm: Helm) -> None:
+    values = {
+        "console": {
+            "enabled": True,
+            **CONSOLE_OIDC,
+            "oidc": {**CONSOLE_OIDC["oidc"], "usernameClaim": "preferred_username", "groupsPrefix": "oidc:"},
+            "prometheus": {"url": "http://prometheus.monitoring:9090"},
+        },
+        "image": {"repository": "registry.example/dth/operator", "tag": "1.2.3"},
+    }
+    out = rendered(helm, values)
+    console = out.one("Deployment", CONSOLE)
+    operator = out.one("Deployment", FULLNAME)
+    pod = console["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.example/dth/operator:1.2.3"  # the operator's image holds the dth CLI
+    assert container["command"] == ["dth", "console", "--host", "0.0.0.0", "--port", "8080"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env == {
+        "DTH_CONSOLE_OIDC_ISSUER": "https://login.example.com/realms/dth",
+        "DTH_CONSOLE_OIDC_CLIENT_ID": "dth-console",
+        "DTH_CONSOLE_OIDC_CLIENT_SECRET": {"secretKeyRef": {"name": "oidc", "key": "client-secret"}},
+        "DTH_CONSOLE_SESSION_SECRET": {"secretKeyRef": {"name": "oidc", "key": "session-secret"}},
+        "DTH_CONSOLE_PUBLIC_URL": "https://dth.example.com",
+        "DTH_CONSOLE_USERNAME_CLAIM": "preferred_username",
+        "DTH_CONSOLE_GROUPS_CLAIM": "groups",
+        "DTH_CONSOLE_GROUPS_PREFIX": "oidc:",
+        "DTH_CONSOLE_PROMETHEUS_URL": "http://prometheus.monitoring:9090",
+        "DTH_CONSOLE_NAMESPACES": "",
+        "DTH_CONSOLE_SECURE_COOKIES": "true",
+    }
+    # Probes on /healthz (no sign-in), hardened like the operator, its own ServiceAccount.
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert pod["serviceAccountName"] == CONSOLE
+    assert out.one("ServiceAccount", CONSOLE)
+    # Neither Deployment's selector matches the other's pods; the Service reaches the console's only.
+    console_labels = console["spec"]["template"]["metadata"]["labels"]
+    operator_labels = operator["spec"]["template"]["metadata"]["labels"]
+    assert not operator["spec"]["selector"]["matchLabels"].items() <= console_labels.items()
+    assert not console["spec"]["selector"]["matchLabels"].items() <= operator_labels.items()
+    service = out.one("Service", CONSOLE)
+    assert service["spec"]["selector"].items() <= console_labels.items()
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert not out.all("Ingress")
+    # RBAC: cluster-wide reads (no console.namespaces), impersonation, SubjectAccessReviews; never Secrets.
+    role = out.one("ClusterRole", f"{CONSOLE}-{NAMESPACE}")
+    assert rules(role) == {**CONSOLE_CLUSTER_RULES, **CONSOLE_READ_RULES, ("", "namespaces"): {"list"}}
+    binding = out.one("ClusterRoleBinding", f"{CONSOLE}-{NAMESPACE}")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": CONSOLE, "namespace": NAMESPACE}]
+    # No secret value anywhere in what the chart renders for the console.
+    assert "session-secret" in json.dumps(console) and "client-secret" in json.dumps(console)
+    assert not [o for o in out.all("Secret") if "console" in o["metadata"]["name"]]
+
+
+def test_the_console_ingress_and_namespaces(helm: Helm) -> None:
+    out = rendered(helm, VALUE_SETS["console-ingress-namespaced"])
+    ingress = out.one("Ingress", CONSOLE)
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"hosts": ["dth.example.com"], "secretName": "t"}]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "dth.example.com"
+    assert rule["http"]["paths"][0]["backend"] == {"service": {"name": CONSOLE, "port": {"name": "http"}}}
+    # Reads only in the listed namespaces; impersonation and reviews stay cluster-wide (they have no namespace).
+    assert rules(out.one("ClusterRole", f"{CONSOLE}-{NAMESPACE}")) == CONSOLE_CLUSTER_RULES
+    for namespace in ("team-a", "team-b"):
+        assert rules(out.one("Role", CONSOLE, namespace)) == CONSOLE_READ_RULES
+        assert out.one("RoleBinding", CONSOLE, namespace)["subjects"][0]["name"] == CONSOLE
+    (container,) = out.one("Deployment", CONSOLE)["spec"]["template"]["spec"]["containers"]
+    assert {"name": "DTH_CONSOLE_NAMESPACES", "value": "team-a,team-b"} in container["env"]
+
+
+@pytest.mark.parametrize(
+    ("console", "complaint"),
+    [
+        ({"publicUrl": "https://x.example"}, "console.oidc.issuer"),
+        ({**CONSOLE_OIDC, "oidc": {"issuer": "https://i.example", "existingSecret": "s"}}, "console.oidc.clientId"),
+        ({**CONSOLE_OIDC, "oidc": {"issuer": "https://i.example", "clientId": "c"}}, "console.oidc.existingSecret"),
+        ({"oidc": CONSOLE_OIDC["oidc"]}, "console.publicUrl"),
+        ({**CONSOLE_OIDC, "ingress": {"enabled": True}}, "console.ingress.host"),
+        ({**CONSOLE_OIDC, "oidc": {**CONSOLE_OIDC["oidc"], "clientSecret": "x"}}, "clientSecret"),
+        ({**CONSOLE_OIDC, "namespaces": ["Team_A"]}, "console.namespaces.0"),
+    ],
+)
+def test_incomplete_console_values_are_refused(helm: Helm, console: dict[str, Any], complaint: str) -> None:
+    assert complaint in refused(helm, {"console": {"enabled": True, **console}})
+
+
+def test_install_with_the_console_and_ask_its_service_account(
+    cluster_helm: Helm, kubernetes: LocalKubernetes, namespaces: list[str], unique_name: str
+) -> None:
+    home, tasks, other = namespaces
+    release = f"r{unique_name[2:]}"
+    console = f"{release}-dth-operator-console"
+    values = {
+        "watch": {"mode": "namespaced", "namespaces": [home, tasks]},
+        "peering": {"name": f"peering-{unique_name}"},
+        "webhook": {"enabled": False},
+        "console": {"enabled": True, **CONSOLE_OIDC, "ingress": {"enabled": True, "host": "dth.example.com"}},
+    }
+    install = cluster_helm.run(
+        "install", release, str(CHART), "--namespace", home, "--values", cluster_helm.values_file(values)
+    )
+    # NOTES.txt: the redirect URI to register and the Secret's keys.
+    assert "https://dth.example.com/auth/callback as a redirect URI" in install.stdout
+    assert "client-secret and session-secret" in install.stdout
+    deployment = get(kubernetes, "-n", home, "deployment", console)
+    assert deployment is not None
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    # The API server kept the hardening and the probes.
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert get(kubernetes, "-n", home, "service", console) is not None
+    assert get(kubernetes, "-n", home, "ingress.networking.k8s.io", console) is not None
+    account = f"system:serviceaccount:{home}:{console}"
+    allowed: list[tuple[str, ...]] = [
+        ("impersonate", "users"),
+        ("impersonate", "groups"),
+        ("create", "subjectaccessreviews.authorization.k8s.io"),
+        ("list", "transfertasks.dth.io", "--all-namespaces"),
+        ("watch", "transfertasks.dth.io", "--all-namespaces"),
+        ("get", "transfertasks.dth.io", "-n", other),
+        ("list", "events", "--all-namespaces"),
+        ("watch", "events", "-n", tasks),
+        ("list", "namespaces"),
+    ]
+    denied: list[tuple[str, ...]] = [
+        ("get", "secrets", "-n", tasks),
+        ("list", "secrets", "--all-namespaces"),
+        ("create", "secrets", "-n", tasks),
+        ("create", "transfertasks.dth.io", "-n", tasks),
+        ("patch", "transfertasks.dth.io", "-n", tasks),
+        ("update", "transfertasks.dth.io", "-n", tasks),
+        ("delete", "transfertasks.dth.io", "-n", tasks),
+        ("patch", "transfertasks.dth.io", "--subresource=status", "-n", tasks),
+        ("create", "events", "-n", tasks),
+        ("impersonate", "serviceaccounts", "-n", tasks),
+        ("create", "pods", "-n", home),
+        ("get", "configmaps", "-n", home),
+        ("create", "rolebindings.rbac.authorization.k8s.io", "-n", tasks),
+        ("create", "tokenreviews.authentication.k8s.io"),
+        ("delete", "namespaces"),
+        ("create", "namespaces"),
+    ]
+    assert_permissions(kubernetes, account, allowed, denied)
+    cluster_helm.run("uninstall", release, "--namespace", home)
+    assert get(kubernetes, "-n", home, "deployment", console) is None
+    assert get(kubernetes, "clusterrole", f"{console}-{home}") is None
+    assert not can(kubernetes, account, "impersonate", "users")

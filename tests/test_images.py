@@ -328,8 +328,10 @@ def test_lock_satisfies_the_project_and_its_build() -> None:
     pins = locked()
     project = _pyproject()
     dependencies = project["project"]["dependencies"]  # type: ignore[index]
+    # The console extra: the chart runs `dth console` from the operator's image (docker/lock.sh --extra console).
+    console = project["project"].get("optional-dependencies", {}).get("console", [])  # type: ignore[index,union-attr]
     build = project["build-system"]["requires"]  # type: ignore[index]
-    for text in [*dependencies, *build]:
+    for text in [*dependencies, *console, *build]:
         requirement = Requirement(text)
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{requirement} is not in {LOCK.name}: run bash docker/lock.sh"

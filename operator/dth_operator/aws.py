@@ -38,6 +38,7 @@ class Clients:
         self.secretsmanager: Any = session.client("secretsmanager", config=config)
         self.dynamodb: Any = session.client("dynamodb", config=config)
         self.sqs: Any = session.client("sqs", config=config)
+        self.ecs: Any = session.client("ecs", config=config)  # "run now" starts a finder task
         # The liveness probe must answer within the kubelet's timeout: one attempt, short timeouts.
         quick = botocore.config.Config(
             retries={"mode": "standard", "max_attempts": 1}, connect_timeout=2, read_timeout=3

@@ -24,12 +24,13 @@ from dth.spec.cfn import image_stack_parameters, s3_stack_parameters
 from dth.spec.image import ImageTaskSpec
 from dth.spec.load import parse_task_spec
 from dth.spec.model import API_GROUP, API_VERSION, PLURAL, Condition, Phase, S3TaskSpec
-from dth_operator import kube, metrics
+from dth_operator import kube, metrics, runs
 from dth_operator.aws import Clients, count, error_code, error_message, is_retryable, temporary
 from dth_operator.deploy import Deployment, StackBlockedError, StackWaitError, recovering, suspend_in_place
 from dth_operator.observation import stack_conditions
 from dth_operator.policy import PolicyViolationError, configured_policy
-from dth_operator.progress import condition, merge_conditions, phase_of, read_progress
+from dth_operator.progress import Progress, condition, merge_conditions, phase_of, read_progress
+from dth_operator.runs import RunNowOutcome, RunNowResult
 from dth_operator.secrets import REQUIRED_KEYS, Owner, SecretNotOwnedError, copy_secret, delete_secrets
 from dth_operator.settings import OperatorSettings
 from dth_operator.stacks import (
@@ -405,6 +406,7 @@ def observe(
             if not stack.owned_by(uid):
                 return  # someone else's stack: reconcile said so on the resource, and nothing here is ours
             progress = read_progress(aws.dynamodb, aws.sqs, task_name(namespace, name), stack.outputs)
+            failures = _failures(aws.dynamodb, namespace, name, stack.outputs, progress)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
             count(error, "observe")
             logger.warning(f"cannot read the stack or its progress, will try again: {error}")
@@ -426,6 +428,7 @@ def observe(
         observed["progress"] = f"{c.copied + c.skipped}/{c.found}"
         if progress.run:
             observed["lastRun"] = progress.run
+        observed["failures"] = failures
         dead = progress.depth.dead if progress.depth else 0
         if progress.depth:
             observed["queueDepth"] = progress.depth.pending
@@ -453,6 +456,29 @@ def observe(
         if progress.depth:
             metrics.QUEUE_DEPTH.labels(namespace, name).set(progress.depth.pending)
             metrics.DEAD_LETTERS.labels(namespace, name).set(dead)
+
+
+# What each task's status.failures last listed, and of which run and failed count: read again only when they
+# change (a run with many objects and few failures costs a read of its whole partition).
+_failures_read: dict[tuple[str, str], tuple[str, int, list[dict[str, str]]]] = {}
+
+
+def _failures(
+    dynamodb: Any, namespace: str, name: str, outputs: Mapping[str, str], progress: Progress
+) -> list[dict[str, str]]:
+    """status.failures: the first failed objects of the last run, from the status table where the workers (and
+    the dead-letter sweep) record them."""
+    failed = progress.counters.failed
+    if not progress.run or not failed or not outputs.get("TableName"):
+        return []
+    cached = _failures_read.get((namespace, name))
+    if cached is not None and cached[:2] == (progress.run, failed):
+        return cached[2]
+    found = runs.read_failures(dynamodb, outputs["TableName"], progress.run, SETTINGS.failures_limit)
+    # Empty strings left out: this API server stores "" in a status patch as null, then refuses it.
+    listed = [{k: v for k, v in f.model_dump(by_alias=True).items() if v != ""} for f in found]
+    _failures_read[(namespace, name)] = (progress.run, failed, listed)
+    return listed
 
 
 # The phase each task's last Event announced. The timer's `status` can lag behind what it wrote itself (the
@@ -492,6 +518,7 @@ def remove(
     with timed("delete"):
         metrics.set_phase(namespace, name, None)
         _announced.pop((namespace, name), None)
+        _failures_read.pop((namespace, name), None)
         if meta.get("annotations", {}).get(RETAIN_ANNOTATION) == "retain":
             logger.info("deletion policy retain: stack and secrets kept")
             return
@@ -559,3 +586,87 @@ def stacks_reachable(**_: Any) -> bool:
     except botocore.exceptions.BotoCoreError:
         return False
     return True
+
+
+@kopf.on.event(*RESOURCE)
+def run_now(
+    *,
+    event: Mapping[str, Any],
+    body: kopf.Body,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    name: str,
+    namespace: str | None,
+    uid: str,
+    logger: Any,
+    **_: Any,
+) -> None:
+    """The annotation dth.io/run-now: each new value starts the finder once (see runs.py). Watched on every
+    event, not as a change of the resource: kopf leaves the annotations under its own prefix (dth.io) out of
+    what it compares, and a value set while the operator was down must still be seen when it starts."""
+    if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+        return
+    value = runs.requested(meta, status)
+    if value is None:
+        return
+    namespace = namespace or "default"
+    if not _claim_run_now(namespace, name, str(meta.get("resourceVersion", "")), value):
+        logger.debug(f"run now {value}: claimed elsewhere or the task changed meanwhile; the next event decides")
+        return
+    with timed("run_now"):
+        outcome = _run_now(value, spec, status, uid)
+    logger.info(outcome.message)
+    write_status(namespace, name, {"runNow": outcome.status()})
+    if outcome.result is RunNowResult.STARTED:
+        kopf.info(body, reason="RunNow", message=outcome.message)
+    else:
+        kopf.warn(body, reason=f"RunNow{outcome.result.value}", message=outcome.message)
+
+
+def _claim_run_now(namespace: str, name: str, resource_version: str, value: str) -> bool:
+    """Record the value as handled, on the condition that the task is still the version read: True when this
+    call made the claim. A stale event or another replica that read the same version gets a conflict."""
+    import kubernetes
+
+    try:
+        kubernetes_client().patch_namespaced_custom_object_status(
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": {"resourceVersion": resource_version}, "status": {"lastRunNowHandled": value}},
+            _request_timeout=kube.REQUEST_TIMEOUT,
+        )
+    except kube.UNANSWERED as error:
+        raise kube.unanswered("a run-now claim", error) from None
+    except kubernetes.client.ApiException as error:
+        if error.status in (404, 409):  # deleted, or changed since it was read: the next event looks again
+            return False
+        raise
+    return True
+
+
+def _run_now(value: str, spec: Mapping[str, Any], status: Mapping[str, Any], uid: str) -> RunNowOutcome:
+    """Start the finder of the task's own stack, or say why not."""
+    suspended = bool(spec.get("suspend"))
+    stack = None
+    try:
+        if not suspended and status.get("stackName") and status.get("phase") != Phase.INVALID.value:
+            stack = describe(clients().cloudformation, str(status["stackName"]))
+            if stack is not None and not stack.owned_by(uid):
+                stack = None  # someone else's stack is not this task's deployment
+        refused = runs.refusal(value, suspended, stack)
+        if refused is not None:
+            return refused
+        assert stack is not None  # refusal() refuses without a stack
+        arn = runs.start_finder(clients().ecs, stack)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, RuntimeError) as error:
+        if not isinstance(error, RuntimeError):
+            count(error, "ecs")
+        why = error_message(error) if isinstance(error, botocore.exceptions.ClientError) else str(error)
+        return RunNowOutcome(
+            value, RunNowResult.FAILED, "StartFailed", f"run now {value}: the finder did not start: {why}"
+        )
+    return RunNowOutcome(value, RunNowResult.STARTED, "Started", f"run now {value}: finder task {arn} started")

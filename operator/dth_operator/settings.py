@@ -46,6 +46,9 @@ class OperatorSettings(BaseModel):
     stack_retry_delay: float = Field(
         10.0, gt=0, description="seconds before the first check of a stack in progress; doubles, up to 12 times this"
     )
+    failures_limit: int = Field(
+        20, ge=0, le=1000, description="failed objects of the last run listed in status.failures; 0: none"
+    )
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -68,6 +71,7 @@ class OperatorSettings(BaseModel):
             "webhook_cert_dir": "DTH_WEBHOOK_CERT_DIR",
             "cluster_id": "DTH_CLUSTER_ID",
             "stack_retry_delay": "DTH_STACK_RETRY_DELAY",
+            "failures_limit": "DTH_FAILURES_LIMIT",
         }
         values: dict[str, object] = {}
         for field, variable in names.items():

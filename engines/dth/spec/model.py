@@ -465,6 +465,23 @@ class StackSync(SpecModel):
     message: str = ""
 
 
+class FailedObject(SpecModel):
+    """One object the last run could not transfer, as the engines recorded it."""
+
+    key: str = Field(..., description="the object's key, relative to the source prefix, exactly as recorded")
+    reason: str = Field("", description="why it failed, in the engine's words (shortened to 1,024 characters)")
+
+
+class RunNowStatus(SpecModel):
+    """What became of the last "run now" request (the annotation dth.io/run-now)."""
+
+    requested: str = Field(..., description="the annotation's value that was handled")
+    result: Literal["Started", "Refused", "Failed"]
+    reason: str = ""
+    message: str = ""
+    task_arn: str = Field("", description="the ECS task that was started")
+
+
 class TransferTaskStatus(SpecModel):
     phase: Phase = Phase.PENDING
     message: str = ""
@@ -482,3 +499,12 @@ class TransferTaskStatus(SpecModel):
         None, description="automatic recoveries tried for the stack's failure (a re-create, a continued rollback)"
     )
     last_run: str | None = None
+    failures: list[FailedObject] = Field(
+        default_factory=list,
+        description="the first failed objects of the last run, in key order, at most the operator's "
+        "DTH_FAILURES_LIMIT (20 by default); objects.failed counts them all",
+    )
+    last_run_now_handled: str | None = Field(
+        None, description="the last value of the annotation dth.io/run-now that was handled: started or refused"
+    )
+    run_now: RunNowStatus | None = None

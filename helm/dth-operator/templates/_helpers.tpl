@@ -88,3 +88,56 @@ app.kubernetes.io/component: operator
 {{- define "dth-operator.tenantPolicy" -}}
 {{- toYaml (dict "rules" .Values.tenancy.rules) }}
 {{- end }}
+
+{{/* The web console's objects: <fullname>-console. Its pods carry their own app.kubernetes.io/name, so that the
+operator's selector (name and instance) never matches them. */}}
+{{- define "dth-operator.consoleName" -}}
+{{- printf "%s-console" (include "dth-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "dth-operator.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-console" (include "dth-operator.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "dth-operator.consoleLabels" -}}
+helm.sh/chart: {{ include "dth-operator.chart" . }}
+{{ include "dth-operator.consoleSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: console
+{{- end }}
+
+{{- define "dth-operator.consoleServiceAccountName" -}}
+{{- if .Values.console.serviceAccount.create }}
+{{- default (include "dth-operator.consoleName" .) .Values.console.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.console.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The console's image: console.image, else the operator's (both images hold the dth CLI). */}}
+{{- define "dth-operator.consoleImage" -}}
+{{- if .Values.console.image.repository }}
+{{- printf "%s:%s" .Values.console.image.repository (default .Chart.AppVersion .Values.console.image.tag) }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default (default .Chart.AppVersion .Values.image.tag) .Values.console.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Refuses a console that could not sign anyone in. */}}
+{{- define "dth-operator.validateConsole" -}}
+{{- if .Values.console.enabled }}
+{{- range $value := list "issuer" "clientId" "existingSecret" }}
+{{- if not (index $.Values.console.oidc $value) }}
+{{- fail (printf "console.enabled needs console.oidc.%s: the console signs users in with OpenID Connect" $value) }}
+{{- end }}
+{{- end }}
+{{- if not .Values.console.publicUrl }}
+{{- fail "console.enabled needs console.publicUrl: the address users open, where the OIDC provider sends them back" }}
+{{- end }}
+{{- if and .Values.console.ingress.enabled (not .Values.console.ingress.host) }}
+{{- fail "console.ingress.enabled needs console.ingress.host" }}
+{{- end }}
+{{- end }}
+{{- end }}
