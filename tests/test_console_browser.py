@@ -161,3 +161,173 @@ def test_a_post_without_the_csrf_token_is_refused(
         wrong = client.post("/preview", data={**form, "csrf": "guessed"})
         assert wrong.status_code == 403
     assert "forged" not in [t["metadata"]["name"] for t in tasks(kubernetes, namespace)]
+
+
+# --- signed in with OIDC, acting through impersonation, authorised by RBAC -----------------------------------
+EDITOR, VIEWER = "editor@example.com", "viewer@example.com"
+CLIENT_SECRET = f"client-{uuid.uuid4().hex}"
+SESSION_SECRET = f"session-{uuid.uuid4().hex}"
+TEAM_A, TEAM_B = "team-a", "team-b"
+
+
+def _rbac(namespace: str) -> list[dict[str, Any]]:
+    editor_rules = [
+        {"apiGroups": ["dth.io"], "resources": ["transfertasks"], "verbs": ["*"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list"]},
+    ]
+    viewer_rules = [
+        {"apiGroups": ["dth.io"], "resources": ["transfertasks"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list"]},
+    ]
+    objects: list[dict[str, Any]] = []
+    for role, rules, user in (("dth-editor", editor_rules, EDITOR), ("dth-viewer", viewer_rules, VIEWER)):
+        objects.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": role, "namespace": namespace},
+                "rules": rules,
+            }
+        )
+        objects.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": role, "namespace": namespace},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+            }
+        )
+    return objects
+
+
+@pytest.fixture(scope="module")
+def teams(kubernetes: LocalKubernetes, transfertask_crd: str) -> Iterator[tuple[str, str]]:
+    """team-a, where the editor may edit and the viewer may view, and team-b, where neither may do anything."""
+    for name in (TEAM_A, TEAM_B):
+        kubernetes.kubectl("create", "namespace", name, check=False)
+    kubernetes.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": _rbac(TEAM_A)})
+    )
+    yield TEAM_A, TEAM_B
+    for name in (TEAM_A, TEAM_B):
+        kubernetes.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from dth.devtools.console import OidcProvider
+
+    users = [{"sub": user, "email": user, "groups": ["dth-users"]} for user in (EDITOR, VIEWER)]
+    with OidcProvider(tmp_path_factory.mktemp("oidc") / "oidc.log", users) as provider:
+        provider.start()
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def cluster_console(
+    kubernetes: LocalKubernetes, teams: tuple[str, str], oidc: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ConsoleProcess]:
+    """The console as in a cluster: its own ServiceAccount (the chart's RBAC), impersonating who signs in."""
+    from dth.devtools.console import service_account_kubeconfig
+
+    workdir = tmp_path_factory.mktemp("cluster-console")
+    service = service_account_kubeconfig(kubernetes, "dth-console-test", "dth-console", workdir / "sa.kubeconfig")
+    console = ConsoleProcess(workdir / "console.log")
+    console._env.update(  # type: ignore[union-attr]
+        {
+            "DTH_CONSOLE_OIDC_ISSUER": oidc.issuer,
+            "DTH_CONSOLE_OIDC_CLIENT_ID": "dth-console",
+            "DTH_CONSOLE_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+            "DTH_CONSOLE_SESSION_SECRET": SESSION_SECRET,
+            "DTH_CONSOLE_PUBLIC_URL": f"http://127.0.0.1:{console.port}",
+            "DTH_CONSOLE_SECURE_COOKIES": "false",  # plain http on 127.0.0.1
+            "DTH_CONSOLE_NAMESPACES": ",".join(teams),
+            "DTH_CONSOLE_SERVICE_KUBECONFIG": str(service),
+        }
+    )
+    with console:
+        console.start()
+        yield console
+        log = console.log_text()
+        for secret in (CLIENT_SECRET, SESSION_SECRET, SOURCE_SECRET_KEY):
+            assert secret not in log
+
+
+def sign_in(browser: Any, console: ConsoleProcess, user: str) -> Any:
+    """A fresh browser context signed in as `user` through the provider's own page."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(console.url + "/")
+    page.wait_for_selector("text=Authorize Client")  # the provider's page
+    page.click(f'button[value="{user}"]')
+    page.wait_for_url(console.url + "/")
+    assert page.locator("#user").inner_text() == user
+    return page
+
+
+def csrf_of(page: Any) -> str:
+    return str(page.locator('input[name="csrf"]').first.get_attribute("value"))
+
+
+def test_the_viewer_sees_no_create_button_and_a_direct_post_is_refused_in_words(
+    browser: Any, cluster_console: ConsoleProcess, kubernetes: LocalKubernetes, teams: tuple[str, str]
+) -> None:
+    team_a, _ = teams
+    task = {
+        "apiVersion": "dth.io/v1alpha1",
+        "kind": "TransferTask",
+        "metadata": {"name": "viewable", "namespace": team_a},
+        "spec": {"type": "S3", "source": {"bucket": "bucket-a"}, "destination": {"bucket": "bucket-b"}},
+    }
+    kubernetes.kubectl("apply", "-f", "-", input=json.dumps(task))
+    page = sign_in(browser, cluster_console, VIEWER)
+    page.wait_for_selector(f'tr[data-key="{team_a}/viewable"]')
+    assert page.locator("#create").count() == 0
+    cookie = next(c for c in page.context.cookies() if c["name"] == "dth_console")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    form = {
+        "csrf": csrf_of(page),
+        "type": "S3",
+        "mode": "create",
+        "metadata.name": "not-allowed",
+        "metadata.namespace": team_a,
+        "source.bucket": "bucket-a",
+        "destination.bucket": "bucket-b",
+    }
+    refused = page.request.post(cluster_console.url + "/preview", form=form)
+    assert refused.status == 403
+    assert f"you may not create transfertasks in namespace {team_a}" in refused.text()
+    assert "Traceback" not in refused.text()
+    page.goto(f"{cluster_console.url}/tasks/{team_a}/viewable")
+    assert page.locator("#suspend").count() == 0 and page.locator("#delete").count() == 0
+    suspend = page.request.post(
+        f"{cluster_console.url}/tasks/{team_a}/viewable/suspend", form={"csrf": csrf_of(page), "suspend": "true"}
+    )
+    assert suspend.status == 403
+    assert f"you may not change transfertasks in namespace {team_a}" in suspend.text()
+    assert [t["metadata"]["name"] for t in tasks(kubernetes, team_a)] == ["viewable"]
+    page.context.close()
+
+
+def test_the_editor_is_refused_where_rbac_says_no(
+    browser: Any, cluster_console: ConsoleProcess, kubernetes: LocalKubernetes, teams: tuple[str, str]
+) -> None:
+    _, team_b = teams
+    page = sign_in(browser, cluster_console, EDITOR)
+    assert page.locator("#create").count() == 1  # the editor may create in team-a
+    page.goto(cluster_console.url + "/new?type=S3")
+    fill(
+        page,
+        {
+            "metadata.name": "elsewhere",
+            "metadata.namespace": team_b,
+            "source.bucket": "bucket-a",
+            "destination.bucket": "bucket-b",
+        },
+    )
+    page.click("#preview")
+    assert page.locator("#top-error").inner_text() == f"you may not create transfertasks in namespace {team_b}"
+    assert tasks(kubernetes, team_b) == []
+    page.context.close()
