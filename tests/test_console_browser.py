@@ -331,3 +331,110 @@ def test_the_editor_is_refused_where_rbac_says_no(
     assert page.locator("#top-error").inner_text() == f"you may not create transfertasks in namespace {team_b}"
     assert tasks(kubernetes, team_b) == []
     page.context.close()
+
+
+# --- the full flow: the operator, moto as AWS, radosgw as S3 and the local ECS runner -----------------------
+@pytest.fixture(scope="module")
+def operator_in_team_a(
+    kubernetes: LocalKubernetes, teams: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """The operator serving team-a, as in tests/test_operator.py; yields the moto server it deploys to."""
+    import signal
+    import subprocess
+    import sys
+
+    from dth.devtools.moto import MotoServer
+    from dth.devtools.operator_env import operator_environment
+    from dth.devtools.stacks import LocalStacks
+
+    team_a, _ = teams
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    with MotoServer() as moto:
+        network = LocalStacks(moto.endpoint_url).network(team_a)
+        env = operator_environment(
+            kubernetes.kubeconfig, moto.endpoint_url, network, engine_image="dth-engine:test", observe_interval=1
+        )
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "dth_operator", "--namespace", team_a, "--standalone", "--liveness", ""],
+                env={**env, "DTH_STACK_RETRY_DELAY": "0.5"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                yield moto
+            finally:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        assert SOURCE_SECRET_KEY not in log_path.read_text(errors="replace")
+
+
+def test_the_editor_creates_watches_suspends_resumes_clones_and_deletes_a_task(
+    browser: Any,
+    cluster_console: ConsoleProcess,
+    kubernetes: LocalKubernetes,
+    teams: tuple[str, str],
+    operator_in_team_a: Any,
+    rgw_site: Any,
+    tmp_path: Path,
+) -> None:
+    from dth.devtools.ecs_runner import EcsRunner
+
+    team_a, _ = teams
+    source, destination = f"src-{uuid.uuid4().hex[:8]}", f"dst-{uuid.uuid4().hex[:8]}"
+    client = rgw_site.client()
+    client.create_bucket(Bucket=source)
+    client.create_bucket(Bucket=destination)
+    for number in range(6):
+        client.put_object(Bucket=source, Key=f"data/{number:02d}", Body=b"x" * (300 + number))
+    page = sign_in(browser, cluster_console, EDITOR)
+    page.click("#new-s3")
+    fill(page, {"metadata.name": "copy", "metadata.namespace": team_a, "options.workers": "4"})
+    for side, bucket in (("source", source), ("destination", destination)):
+        page.select_option(f'[id="in-{side}.type"]', "S3_Compatible")
+        fill(page, {f"{side}.bucket": bucket, f"{side}.endpoint": rgw_site.url})
+        page.fill(f'[name="keys.{side}.accessKeyId"]', rgw_site.access_key)
+        page.fill(f'[name="keys.{side}.secretAccessKey"]', rgw_site.secret_key)
+    page.click("#preview")
+    page.click("#confirm")
+    page.wait_for_url(re.compile(f"/tasks/{team_a}/copy$"))
+    page.evaluate("window.notReloaded = true")
+    with EcsRunner(operator_in_team_a.endpoint_url, log_dir=tmp_path / "ecs", poll_interval=0.5):
+        page.wait_for_function(
+            "document.getElementById('phase').textContent === 'Succeeded'", timeout=180_000, polling=500
+        )
+    assert page.evaluate("window.notReloaded === true")  # the page changed by itself, over server-sent events
+    assert page.locator("#progress-text").inner_text().startswith("6/6")
+    assert rgw_site.secret_key not in page.content()
+    assert len(client.list_objects_v2(Bucket=destination).get("Contents", [])) == 6
+
+    page.click("#suspend")
+    page.wait_for_selector("#resume")
+    assert kubernetes.kubectl("-n", team_a, "get", "tt", "copy", "-o", "jsonpath={.spec.suspend}").stdout == "true"
+    page.click("#resume")
+    page.wait_for_selector("#suspend")
+    assert kubernetes.kubectl("-n", team_a, "get", "tt", "copy", "-o", "jsonpath={.spec.suspend}").stdout == "false"
+
+    page.click("#clone")
+    assert page.locator('[id="in-metadata.name"]').input_value() == "copy-copy"
+    assert page.locator('[id="in-source.bucket"]').input_value() == source
+    page.check('[id="in-suspend"]')  # the clone waits: this test only checks it is made
+    page.click("#preview")
+    page.click("#confirm")
+    page.wait_for_url(re.compile(f"/tasks/{team_a}/copy-copy$"))
+    clone = json.loads(kubernetes.kubectl("-n", team_a, "get", "tt", "copy-copy", "-o", "json").stdout)
+    assert clone["spec"]["source"]["bucket"] == source and clone["spec"]["suspend"] is True
+
+    for name in ("copy-copy", "copy"):
+        page.goto(f"{cluster_console.url}/tasks/{team_a}/{name}")
+        page.click("#delete")
+        page.wait_for_url(cluster_console.url + "/")
+        wait_for(
+            lambda name=name: kubernetes.kubectl("-n", team_a, "get", "tt", name, check=False).returncode != 0,
+            timeout=120,
+            what=f"the operator's finalizer to let {name} go",
+        )
+    page.context.close()

@@ -42,7 +42,7 @@ class Change:
         return str(meta.get("namespace", "")), str(meta.get("name", ""))
 
 
-@dataclass
+@dataclass(eq=False)  # each page its own subscriber: kept in a set by identity
 class Subscriber:
     accepts: Callable[[Key], bool]
     queue: asyncio.Queue[Change] = field(default_factory=lambda: asyncio.Queue(maxsize=1000))
