@@ -18,6 +18,7 @@ import pytest
 
 from dth.devtools.console import ConsoleProcess
 from dth.devtools.kubernetes import LocalKubernetes
+from dth.devtools.waiting import wait_for
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
