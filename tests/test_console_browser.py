@@ -414,10 +414,10 @@ def test_the_editor_creates_watches_suspends_resumes_clones_and_deletes_a_task(
 
     page.click("#suspend")
     page.wait_for_selector("#resume")
-    assert kubernetes.kubectl("-n", team_a, "get", "tt", "copy", "-o", "jsonpath={.spec.suspend}").stdout == "true"
+    assert kubernetes.kubectl("-n", team_a, "get", "transfertasks", "copy", "-o", "jsonpath={.spec.suspend}").stdout == "true"
     page.click("#resume")
     page.wait_for_selector("#suspend")
-    assert kubernetes.kubectl("-n", team_a, "get", "tt", "copy", "-o", "jsonpath={.spec.suspend}").stdout == "false"
+    assert kubernetes.kubectl("-n", team_a, "get", "transfertasks", "copy", "-o", "jsonpath={.spec.suspend}").stdout == "false"
 
     page.click("#clone")
     assert page.locator('[id="in-metadata.name"]').input_value() == "copy-copy"
@@ -426,7 +426,7 @@ def test_the_editor_creates_watches_suspends_resumes_clones_and_deletes_a_task(
     page.click("#preview")
     page.click("#confirm")
     page.wait_for_url(re.compile(f"/tasks/{team_a}/copy-copy$"))
-    clone = json.loads(kubernetes.kubectl("-n", team_a, "get", "tt", "copy-copy", "-o", "json").stdout)
+    clone = json.loads(kubernetes.kubectl("-n", team_a, "get", "transfertasks", "copy-copy", "-o", "json").stdout)
     assert clone["spec"]["source"]["bucket"] == source and clone["spec"]["suspend"] is True
 
     for name in ("copy-copy", "copy"):
@@ -434,7 +434,7 @@ def test_the_editor_creates_watches_suspends_resumes_clones_and_deletes_a_task(
         page.click("#delete")
         page.wait_for_url(cluster_console.url + "/")
         wait_for(
-            lambda name=name: kubernetes.kubectl("-n", team_a, "get", "tt", name, check=False).returncode != 0,
+            lambda name=name: kubernetes.kubectl("-n", team_a, "get", "transfertasks", name, check=False).returncode != 0,
             timeout=120,
             what=f"the operator's finalizer to let {name} go",
         )
