@@ -414,10 +414,16 @@ def test_the_editor_creates_watches_suspends_resumes_clones_and_deletes_a_task(
 
     page.click("#suspend")
     page.wait_for_selector("#resume")
-    assert kubernetes.kubectl("-n", team_a, "get", "transfertasks", "copy", "-o", "jsonpath={.spec.suspend}").stdout == "true"
+    assert (
+        kubernetes.kubectl("-n", team_a, "get", "transfertasks", "copy", "-o", "jsonpath={.spec.suspend}").stdout
+        == "true"
+    )
     page.click("#resume")
     page.wait_for_selector("#suspend")
-    assert kubernetes.kubectl("-n", team_a, "get", "transfertasks", "copy", "-o", "jsonpath={.spec.suspend}").stdout == "false"
+    assert (
+        kubernetes.kubectl("-n", team_a, "get", "transfertasks", "copy", "-o", "jsonpath={.spec.suspend}").stdout
+        == "false"
+    )
 
     page.click("#clone")
     assert page.locator('[id="in-metadata.name"]').input_value() == "copy-copy"
@@ -434,8 +440,68 @@ def test_the_editor_creates_watches_suspends_resumes_clones_and_deletes_a_task(
         page.click("#delete")
         page.wait_for_url(cluster_console.url + "/")
         wait_for(
-            lambda name=name: kubernetes.kubectl("-n", team_a, "get", "transfertasks", name, check=False).returncode != 0,
+            lambda name=name: (
+                kubernetes.kubectl("-n", team_a, "get", "transfertasks", name, check=False).returncode != 0
+            ),
             timeout=120,
             what=f"the operator's finalizer to let {name} go",
         )
     page.context.close()
+
+
+def test_run_now_and_edit_change_the_task_as_the_user(
+    browser: Any, local_console: ConsoleProcess, kubernetes: LocalKubernetes, namespace: str
+) -> None:
+    task = {
+        "apiVersion": "dth.io/v1alpha1",
+        "kind": "TransferTask",
+        "metadata": {"name": "nightly", "namespace": namespace},
+        "spec": {
+            "type": "S3",
+            "source": {"bucket": "bucket-a"},
+            "destination": {"bucket": "bucket-b"},
+            "schedule": "0 2 * * *",
+            "options": {"workers": 8, "exclude": ["*.tmp"]},
+        },
+    }
+    kubernetes.kubectl("apply", "-f", "-", input=json.dumps(task))
+    page = browser.new_page()
+    page.goto(f"{local_console.url}/tasks/{namespace}/nightly")
+    page.click("#run-now")
+    page.wait_for_selector("#run-now")
+
+    def stored() -> dict[str, Any]:
+        done = kubernetes.kubectl("-n", namespace, "get", "transfertasks", "nightly", "-o", "json")
+        return dict(json.loads(done.stdout))
+
+    stamp = stored()["metadata"]["annotations"]["dth.io/run-now"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp)
+    page.click("#edit")
+    assert page.locator('[id="in-options.workers"]').input_value() == "8"
+    page.fill('[id="in-options.workers"]', "7")
+    page.fill('[id="in-options.exclude"]', "")
+    page.fill('[id="in-description"]', "nightly copy of bucket-a")
+    page.click("#preview")
+    assert "workers: 7" in page.locator("#yaml").inner_text()
+    page.click("#confirm")
+    page.wait_for_url(re.compile(f"/tasks/{namespace}/nightly$"))
+    edited = stored()
+    assert edited["spec"]["options"] == {"workers": 7}  # the cleared list is gone, not kept
+    assert edited["spec"]["schedule"] == "0 2 * * *"
+    assert edited["metadata"]["annotations"]["dth.io/description"] == "nightly copy of bucket-a"
+    page.close()
+
+
+def test_the_page_speaks_simplified_chinese_to_a_chinese_browser_with_a_switch(
+    browser: Any, local_console: ConsoleProcess
+) -> None:
+    context = browser.new_context(locale="zh-CN")
+    page = context.new_page()
+    page.goto(local_console.url + "/")
+    assert page.locator("h1").inner_text() == "传输任务"
+    assert page.locator("#new-s3").inner_text() == "新建 S3 任务"
+    page.click("#lang-en")
+    assert page.locator("h1").inner_text() == "Transfer tasks"
+    page.goto(local_console.url + "/new?type=S3")
+    assert page.locator("h1").inner_text().startswith("Create task")
+    context.close()
