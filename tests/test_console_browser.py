@@ -8,6 +8,7 @@ import base64
 import json
 import re
 import shutil
+import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,21 @@ def test_wizard_creates_a_task_through_a_dry_run_and_shows_it(
     page.wait_for_selector(f'tr[data-key="{namespace}/nightly-logs"]')
     assert "s3://team-logs/app/ (Aliyun_OSS) → s3://team-logs-copy/" in page.locator("#tasks").inner_text()
     assert SCRIPT in page.locator("#tasks").inner_text()  # escaped in the list too
+    # The operator's progress reaches the open list through the console's watch, without a reload.
+    page.evaluate("window.notReloaded = true")
+    status = {"status": {"phase": "Running", "objects": {"found": 10, "copied": 4, "bytesFound": 5 << 20}}}
+    httpx.patch(
+        f"{kubernetes.server_url}/apis/dth.io/v1alpha1/namespaces/{namespace}/transfertasks/nightly-logs/status",
+        json=status,
+        headers={"Authorization": f"Bearer {kubernetes.token}", "Content-Type": "application/merge-patch+json"},
+        verify=ssl.create_default_context(cafile=str(kubernetes.ca_path)),
+    ).raise_for_status()
+    row = page.locator(f'tr[data-key="{namespace}/nightly-logs"]')
+    page.wait_for_function(
+        f"document.querySelector('tr[data-key=\"{namespace}/nightly-logs\"] [data-field=phase]').textContent === 'Running'"
+    )
+    assert "4/10" in row.inner_text() and page.evaluate("window.notReloaded === true")
+    assert SCRIPT in row.inner_text()  # the row sent over the stream is escaped as well
     page.screenshot(path=str(SCREENSHOTS / "list.png"), full_page=False)
     page.close()
 
@@ -476,8 +492,13 @@ def test_run_now_and_edit_change_the_task_as_the_user(
 
     stamp = stored()["metadata"]["annotations"]["dth.io/run-now"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp)
+    kubernetes.kubectl(  # keys typed in an earlier edit: typing new ones replaces them
+        "-n", namespace, "create", "secret", "generic", "nightly-source-keys", "--from-literal=access_key_id=old"
+    )
     page.click("#edit")
     assert page.locator('[id="in-options.workers"]').input_value() == "8"
+    page.fill('[name="keys.source.accessKeyId"]', "new-key-id")
+    page.fill('[name="keys.source.secretAccessKey"]', SOURCE_SECRET_KEY)
     page.fill('[id="in-options.workers"]', "7")
     page.fill('[id="in-options.exclude"]', "")
     page.fill('[id="in-description"]', "nightly copy of bucket-a")
@@ -489,6 +510,10 @@ def test_run_now_and_edit_change_the_task_as_the_user(
     assert edited["spec"]["options"] == {"workers": 7}  # the cleared list is gone, not kept
     assert edited["spec"]["schedule"] == "0 2 * * *"
     assert edited["metadata"]["annotations"]["dth.io/description"] == "nightly copy of bucket-a"
+    assert edited["spec"]["source"]["credentials"] == {"secretName": "nightly-source-keys"}
+    keys = json.loads(kubernetes.kubectl("-n", namespace, "get", "secret", "nightly-source-keys", "-o", "json").stdout)
+    assert base64.b64decode(keys["data"]["access_key_id"]).decode() == "new-key-id"
+    assert SOURCE_SECRET_KEY not in page.content()
     page.close()
 
 

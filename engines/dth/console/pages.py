@@ -85,7 +85,7 @@ def _event_payload(console: Console, change: Change, request: Request) -> str:
     key = change.key
     row = row_for(task, console.store.rate(key))
     lang = language(request)
-    html = console.templates.get_template("row.html").render(row=row, t=i18n.translator(lang))
+    html = str(console.templates.get_template("row.html").module.task_row(row, i18n.translator(lang)))  # type: ignore[attr-defined]
     data: dict[str, Any] = {
         "kind": change.kind,
         "key": row.key,

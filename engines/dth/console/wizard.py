@@ -22,7 +22,14 @@ from dth.console.forms import (
     spec_from_form,
     task_form,
 )
-from dth.console.kube import KubeError, KubeInvalidError, KubeRefusedError, secrets_path, tasks_path
+from dth.console.kube import (
+    KubeConflictError,
+    KubeError,
+    KubeInvalidError,
+    KubeRefusedError,
+    secrets_path,
+    tasks_path,
+)
 from dth.console.pages import namespaces_where
 from dth.console.state import PENDING_SECONDS, Pending, console_of, owner_key, render, who
 from dth.console.views import manifest_yaml
@@ -135,6 +142,35 @@ def _secret_manifest(name: str, namespace: str, data: dict[str, str], task: str)
     }
 
 
+async def _save_secret(
+    request: Request, namespace: str, name: str, data: dict[str, str], task: str, *, dry_run: bool
+) -> None:
+    """Create the Secret of typed-in keys as the user; when it exists (an edit typing new keys), change it."""
+    console = console_of(request)
+    params = DRY_RUN if dry_run else None
+    try:
+        await console.kube.request(
+            "POST",
+            secrets_path(namespace),
+            as_user=who(request),
+            body=_secret_manifest(name, namespace, data, task),
+            params=params,
+            what="secrets",
+            namespace=namespace,
+        )
+    except KubeConflictError:
+        await console.kube.request(
+            "PATCH",
+            secrets_path(namespace, name),
+            as_user=who(request),
+            body={"stringData": data},
+            params=params,
+            content_type="application/merge-patch+json",
+            what="secrets",
+            namespace=namespace,
+        )
+
+
 def _merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A JSON merge patch from old to new: keys left out of new become null (removed)."""
     patch: dict[str, Any] = {}
@@ -184,15 +220,7 @@ async def preview(request: Request) -> Response:
     identity = who(request)
     try:
         for side, data in keys.items():
-            await console.kube.request(
-                "POST",
-                secrets_path(namespace),
-                as_user=identity,
-                body=_secret_manifest(secret_name(name, side), namespace, data, name),
-                params=DRY_RUN,
-                what="secrets",
-                namespace=namespace,
-            )
+            await _save_secret(request, namespace, secret_name(name, side), data, name, dry_run=True)
         if mode == "create":
             await console.kube.request(
                 "POST",
@@ -253,10 +281,7 @@ async def confirm(request: Request) -> Response:
     namespace, name = meta["namespace"], meta["name"]
     identity = who(request)
     for side, data in pending.secrets.items():
-        body = _secret_manifest(secret_name(name, side), namespace, data, name)
-        await console.kube.request(
-            "POST", secrets_path(namespace), as_user=identity, body=body, what="secrets", namespace=namespace
-        )
+        await _save_secret(request, namespace, secret_name(name, side), data, name, dry_run=False)
     if pending.mode == "create":
         await console.kube.request(
             "POST",
