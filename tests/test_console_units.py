@@ -184,3 +184,57 @@ def test_settings_read_the_environment_and_secret_files(tmp_path: Any) -> None:
     assert "from-a-file" not in repr(settings)
     assert settings.namespaces == ("team-a", "team-b") and settings.secure_cookies is False
     assert settings.username_claim == "email" and settings.groups_claim == "groups"
+
+
+def test_the_cli_imports_the_console_only_for_dth_console() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, dth.cli.main; print(any(m.split('.')[0] in ('starlette', 'uvicorn') for m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    from dth.cli.main import build_parser
+
+    args = build_parser().parse_args(["console", "--kubeconfig", "/tmp/kc"])
+    assert (args.host, args.port) == ("127.0.0.1", 8080)
+
+
+def test_the_detail_page_lists_failures_and_escapes_what_it_shows() -> None:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    from dth.console import i18n
+    from dth.console.state import TEMPLATES
+    from dth.console.views import human_bytes
+
+    environment = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True))
+    environment.filters["bytes"] = human_bytes
+    task = _task("ns", "t", 3, 300)
+    task["status"]["failures"] = [{"key": "data/<b>bad</b>", "reason": "AccessDenied: the source refused"}]
+    context: dict[str, Any] = {
+        "request": type("R", (), {"url": type("U", (), {"path": "/"})()})(),
+        "t": i18n.translator("en"),
+        "lang": "en",
+        "languages": i18n.LANGUAGES,
+        "user": None,
+        "local": True,
+        "csrf": "token",
+        "task": task,
+        "row": row_for(task, None),
+        "status": task["status"],
+        "spec_yaml": "",
+        "manifest_text": "",
+        "events": [],
+        "chart": [],
+        "chart_error": "",
+        "chart_size": (600, 160),
+        "prometheus": False,
+        "scheduled": False,
+        "suspended": False,
+        "can_change": False,
+        "can_delete": False,
+        "can_create": False,
+    }
+    page = environment.get_template("detail.html").render(**context)
+    assert "data/&lt;b&gt;bad&lt;/b&gt;" in page and "AccessDenied: the source refused" in page
+    del task["status"]["failures"]
+    assert 'id="failures"' not in environment.get_template("detail.html").render(**context)

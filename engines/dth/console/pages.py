@@ -170,7 +170,6 @@ async def task_detail(request: Request) -> Response:
         spec_yaml=manifest_yaml(task.get("spec") or {}),
         manifest_text=manifest_yaml(clean_manifest(task)),
         events=events,
-        failures=status.get("failures") or [],
         chart=chart,
         chart_error=chart_error,
         chart_size=(WIDTH, HEIGHT),
