@@ -21,7 +21,7 @@ async def prometheus_series(base_url: str, namespace: str, name: str, hours: flo
     """Objects and bytes copied (the operator's dth_task_objects and dth_task_bytes) over the last hours."""
     end = time.time()
     start = end - hours * 3600
-    step = max(15, int(hours * 3600 / 240))
+    step = max(1, int(hours * 3600 / 240))  # about 240 points whatever the span
     found: list[Series] = []
     async with httpx.AsyncClient(timeout=10.0) as client:
         for metric, label in (("dth_task_objects", "objects copied"), ("dth_task_bytes", "bytes copied")):
