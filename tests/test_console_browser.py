@@ -530,3 +530,33 @@ def test_the_page_speaks_simplified_chinese_to_a_chinese_browser_with_a_switch(
     page.goto(local_console.url + "/new?type=S3")
     assert page.locator("h1").inner_text().startswith("Create task")
     context.close()
+
+
+def test_the_image_wizard_previews_an_image_task_after_a_dry_run(
+    local_console: ConsoleProcess, kubernetes: LocalKubernetes, namespace: str
+) -> None:
+    with httpx.Client(base_url=local_console.url) as client:
+        page = client.get("/new", params={"type": "Image"}).text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf is not None and 'id="in-source.images.names"' in page
+        form = {
+            "csrf": csrf.group(1),
+            "type": "Image",
+            "mode": "create",
+            "metadata.name": "mirror-nginx",
+            "metadata.namespace": namespace,
+            "source.type": "Registry",
+            "source.registry": "registry.example.com",
+            "source.images.names": "library/nginx:1.27\nlibrary/redis",
+            "destination.type": "Amazon_ECR",
+            "destination.accountId": "123456789012",
+            "destination.region": "cn-north-1",
+            "destination.prefix": "mirror/",
+        }
+        previewed = client.post("/preview", data=form)
+        assert previewed.status_code == 200, previewed.text
+        assert "- library/nginx:1.27" in previewed.text and "accountId: &#39;123456789012&#39;" in previewed.text
+        broken = client.post("/preview", data={**form, "destination.accountId": "12345"})
+        assert broken.status_code == 422
+        assert "accountId must be an AWS account number of 12 digits" in broken.text
+    assert "mirror-nginx" not in [t["metadata"]["name"] for t in tasks(kubernetes, namespace)]
