@@ -91,6 +91,7 @@ def test_wizard_creates_a_task_through_a_dry_run_and_shows_it(
     fill(page, {"source.region": "cn-hangzhou"})
     page.fill('[name="keys.source.accessKeyId"]', "LTAI-test-key")
     page.fill('[name="keys.source.secretAccessKey"]', SOURCE_SECRET_KEY)
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(SCREENSHOTS / "wizard.png"), full_page=False)
     page.click("#preview")
     preview = page.locator("#yaml").inner_text()
