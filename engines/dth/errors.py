@@ -6,7 +6,12 @@ class DthError(Exception):
 
 
 class SpecError(DthError):
-    """A manifest or spec that does not describe a valid task."""
+    """A manifest or spec that does not describe a valid task. `problems` holds each problem as (field path,
+    message) when there are several to place beside their fields (the web console's forms)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
 
 class AccessError(DthError):

@@ -59,6 +59,18 @@ def _ecs_runner(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def _add_console_arguments(parser: argparse.ArgumentParser) -> None:
+    from dth.console.serve import add_arguments
+
+    add_arguments(parser)
+
+
+def _console(args: argparse.Namespace) -> int:
+    from dth.console.serve import run  # starlette and uvicorn are imported only here
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dth", description="Data Transfer Hub: move object storage and images.")
     parser.add_argument("--version", action="version", version=f"dth {__version__}")
@@ -111,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_ecs_runner_arguments(ecs_runner)
     ecs_runner.set_defaults(handler=_ecs_runner)
+
+    console = commands.add_parser(
+        "console", help="serve the web console (local mode with --kubeconfig, else in-cluster with OIDC)"
+    )
+    _add_console_arguments(console)
+    console.set_defaults(handler=_console)
 
     demo = commands.add_parser("demo", help="start a local S3 server, fill a bucket and sync it")
     demo.add_argument("--objects", type=int, default=300)

@@ -36,10 +36,10 @@ def _field_path(loc: tuple[int | str, ...], root: str) -> str:
     return path or "(top level)"
 
 
-def describe_validation_error(error: ValidationError, model: Any, root: str = "") -> str:
-    """One line per problem, naming the field: `spec.options.chunkSize: chunkSize must be at least 5 MiB ...`.
+def validation_problems(error: ValidationError, model: Any, root: str = "") -> list[tuple[str, str]]:
+    """Each problem as (field path, message): `("spec.options.chunkSize", "chunkSize must be at least 5 MiB ...")`.
     A broken constraint is said with the field's rule (dth.spec.rules), never as a raw pattern or bound."""
-    lines = []
+    problems = []
     for problem in error.errors(include_url=False):
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
@@ -48,20 +48,37 @@ def describe_validation_error(error: ValidationError, model: Any, root: str = ""
             rule = rule_for(model, problem["loc"])
             if rule is not None:
                 message = rule.text
-        lines.append(f"{_field_path(problem['loc'], root)}: {message}")
-    return "; ".join(lines)
+        problems.append((_field_path(problem["loc"], root), message))
+    return problems
+
+
+def describe_validation_error(error: ValidationError, model: Any, root: str = "") -> str:
+    """One line per problem, naming the field: `spec.options.chunkSize: chunkSize must be at least 5 MiB ...`."""
+    return "; ".join(f"{path}: {message}" for path, message in validation_problems(error, model, root))
+
+
+def task_spec_problems(raw: Any, root: str = "spec") -> list[tuple[str, str]]:
+    """What `dth validate` says of a spec, problem by problem (empty when valid): the web console puts each
+    beside its field."""
+    try:
+        parse_task_spec(raw, root)
+    except SpecError as error:
+        return error.problems
+    return []
 
 
 def parse_task_spec(raw: Any, root: str = "spec") -> TaskSpec:
     if not isinstance(raw, dict):
-        raise SpecError(f"{root}: expected a mapping, got {type(raw).__name__}")
+        raise SpecError(f"{root}: expected a mapping, got {type(raw).__name__}", [(root, "expected a mapping")])
     task_type = raw.get("type")
     if task_type not in TASK_TYPES:
-        raise SpecError(f"{root}.type: must be one of {', '.join(TASK_TYPES)} (got {task_type!r})")
+        message = f"must be one of {', '.join(TASK_TYPES)} (got {task_type!r})"
+        raise SpecError(f"{root}.type: {message}", [(f"{root}.type", message)])
     try:
         return _task_spec_adapter().validate_python(raw)
     except ValidationError as error:
-        raise SpecError(describe_validation_error(error, TaskSpec, root)) from None
+        problems = validation_problems(error, TaskSpec, root)
+        raise SpecError("; ".join(f"{path}: {message}" for path, message in problems), problems=problems) from None
 
 
 def parse_manifest(raw: Any, origin: str = "manifest") -> TransferTask:

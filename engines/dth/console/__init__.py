@@ -1,0 +1,1 @@
+"""The web console: a server-rendered ASGI application over the Kubernetes API (`dth console`)."""
