@@ -1,10 +1,17 @@
 """The cost of the distributed path: `dth s3 finder` + N `dth s3 worker` processes on SQS and DynamoDB (moto
 server), against the embedded default (`dth s3 sync`, SQLite) on the same objects in radosgw.
 
-Each run copies into a fresh bucket and is verified (every key and size) before its time counts. The
-workers are started with `--exit-when-idle 2`; those 2 idle seconds are taken off their time.
+Each run copies into a fresh bucket and is verified (every key and size) before its time counts. The finder
+fills the queue first, then the workers drain it (started together with the finder, workers on a loaded machine
+gave up before moto took the first message: `--exit-when-idle` counts from the start). The workers are started
+with `--exit-when-idle 2`; those 2 idle seconds are taken off their time.
 moto's SQS answers about 40 receive+delete per second on this machine (see the notes), so the figures
 say what the orchestration costs here, not what SQS costs on AWS.
+
+Because moto's own speed hides the client's cost in the wall time, the workers' CPU (user + system, from the
+kernel's resource usage of each worker process, `os.wait4`) is reported too, per object: the CPU an ECS task
+spends per object, which is what Fargate bills. A worker that idles on an empty queue for the same time is
+measured first; its CPU (interpreter start, imports, polling) is taken off each worker's before dividing.
 
     python3 bench/distributed.py [--objects 300] [--workers 1,2,4]
 """
@@ -55,10 +62,18 @@ def verify(client: Any, source: str, destination: str) -> bool:
     return listing(source) == listing(destination)
 
 
-def run_embedded(site: S3Site, source: str, destination: str) -> float:
+def cpu_of(process: subprocess.Popen[bytes]) -> float:
+    """Wait for the child; its user + system CPU seconds (its own and its children's, as the kernel counts)."""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_embedded(site: S3Site, source: str, destination: str) -> tuple[float, float]:
+    """(seconds, CPU seconds) of `dth s3 sync`."""
     with tempfile.TemporaryDirectory() as state:
         started = time.perf_counter()
-        subprocess.run(
+        process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -77,13 +92,20 @@ def run_embedded(site: S3Site, source: str, destination: str) -> float:
                 "json",
             ],
             env=base_env(site),
-            check=True,
-            capture_output=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        return time.perf_counter() - started
+        cpu = cpu_of(process)
+        if process.returncode:
+            raise SystemExit(f"dth s3 sync failed: exit {process.returncode}")
+        return time.perf_counter() - started, cpu
 
 
-def run_distributed(site: S3Site, moto: MotoServer, source: str, destination: str, workers: int) -> float:
+def run_distributed(
+    site: S3Site, moto: MotoServer, source: str, destination: str, workers: int, *, finder: bool = True
+) -> tuple[float, list[float]]:
+    """(seconds, each worker's CPU seconds) of a finder and `workers` worker processes (without the finder:
+    workers idling on an empty queue)."""
     session = boto3.Session("testing", "testing", region_name="us-east-1")
     name = f"bench-{destination}"
     queue_url, dlq_url = create_queues(session.client("sqs", endpoint_url=moto.endpoint_url), name)
@@ -99,6 +121,8 @@ def run_distributed(site: S3Site, moto: MotoServer, source: str, destination: st
         AWS_ENDPOINT_URL_DYNAMODB=moto.endpoint_url,
     )
     started = time.perf_counter()
+    if finder:
+        subprocess.run([sys.executable, "-m", "dth", "s3", "finder"], env=env, check=True, capture_output=True)
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "dth", "s3", "worker", "--exit-when-idle", str(IDLE_SECONDS)],
@@ -108,10 +132,8 @@ def run_distributed(site: S3Site, moto: MotoServer, source: str, destination: st
         )
         for _ in range(workers)
     ]
-    subprocess.run([sys.executable, "-m", "dth", "s3", "finder"], env=env, check=True, capture_output=True)
-    for process in processes:
-        process.wait(timeout=1800)
-    return time.perf_counter() - started - IDLE_SECONDS
+    cpus = [cpu_of(process) for process in processes]
+    return time.perf_counter() - started - IDLE_SECONDS, cpus
 
 
 def main() -> int:
@@ -134,18 +156,38 @@ def main() -> int:
             f"distributed path vs embedded default: {args.objects} x 4 KiB on radosgw, SQS+DynamoDB on moto "
             f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
         )
-        print(f"{'run':<28} {'seconds':>8} {'objects/s':>10} {'vs embedded':>12}  verified")
+        # A worker that finds nothing: interpreter start, imports, connecting, polling for the idle time.
+        client.create_bucket(Bucket="dist-idle")
+        _, idle_cpus = run_distributed(site, moto, "dist-source", "dist-idle", 1, finder=False)
+        idle = idle_cpus[0]
+        print(f"an idle worker ({IDLE_SECONDS:.0f} s on an empty queue): {idle:.2f} s CPU (start-up and polling)")
+        header = f"{'run':<28} {'seconds':>8} {'objects/s':>10} {'vs embedded':>12} {'CPU s':>7} {'CPU ms/object':>14}"
+        print(f"{header}  verified")
         client.create_bucket(Bucket="dist-embedded")
-        embedded = run_embedded(site, "dist-source", "dist-embedded")
+        embedded, embedded_cpu = run_embedded(site, "dist-source", "dist-embedded")
         ok = verify(client, "dist-source", "dist-embedded")
-        print(f"{'dth s3 sync (SQLite)':<28} {embedded:>8.2f} {args.objects / embedded:>10.0f} {'1.00x':>12}  {ok}")
+        per_object = 1000 * embedded_cpu / args.objects
+        print(
+            f"{'dth s3 sync (SQLite)':<28} {embedded:>8.2f} {args.objects / embedded:>10.0f} {'1.00x':>12} "
+            f"{embedded_cpu:>7.2f} {per_object:>14.2f}  {ok}"
+        )
         for workers in (int(w) for w in args.workers.split(",")):
             bucket = f"dist-{workers}w"
             client.create_bucket(Bucket=bucket)
-            seconds = run_distributed(site, moto, "dist-source", bucket, workers)
+            seconds, cpus = run_distributed(site, moto, "dist-source", bucket, workers)
             ok = verify(client, "dist-source", bucket)
             label = f"finder + {workers} worker process{'es' if workers > 1 else ''}"
-            print(f"{label:<28} {seconds:>8.2f} {args.objects / seconds:>10.0f} {embedded / seconds:>11.2f}x  {ok}")
+            worker_cpu = sum(cpus)
+            # What the objects cost: each worker's CPU less an idle worker's (the finder's CPU is not counted).
+            per_object = 1000 * max(0.0, worker_cpu - idle * workers) / args.objects
+            print(
+                f"{label:<28} {seconds:>8.2f} {args.objects / seconds:>10.0f} {embedded / seconds:>11.2f}x "
+                f"{worker_cpu:>7.2f} {per_object:>14.2f}  {ok}"
+            )
+        print(
+            "CPU s: the sync's, or all workers' (not the finder's); CPU ms/object: that CPU per object, less an idle "
+            "worker's CPU per worker process for the distributed runs"
+        )
     return 0
 
 

@@ -38,10 +38,9 @@ from dth.spec.model import (
     ByteSize,
     S3TaskSpec,
     SpecModel,
-    TaskSpec,
-    TransferTask,
     TransferTaskStatus,
 )
+from dth.spec.task import TaskSpec, TransferTask
 
 CRD_FILE = Path(__file__).resolve().parents[1] / "crds" / "transfertask.yaml"
 Path_ = tuple[str, ...]  # a place in a manifest: ("spec", "options", "compare"); "[]" is an array item

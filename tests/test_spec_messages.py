@@ -16,8 +16,9 @@ from pydantic.fields import FieldInfo
 from dth.errors import SpecError
 from dth.spec.image import ImageTaskSpec
 from dth.spec.load import parse_manifest, parse_task_spec
-from dth.spec.model import S3TaskSpec, TransferTask
+from dth.spec.model import S3TaskSpec
 from dth.spec.rules import Rule, _models_in
+from dth.spec.task import TransferTask
 
 BASES: dict[type[BaseModel], dict[str, Any]] = {
     S3TaskSpec: {"type": "S3", "source": {"bucket": "src-bucket"}, "destination": {"bucket": "dst-bucket"}},

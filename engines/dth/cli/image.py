@@ -20,17 +20,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import yaml
-
 from dth.errors import DthError, SpecError
-from dth.spec.image import ImageTaskSpec, MultiArch, RegistryType
+from dth.spec.image_kinds import MultiArch, RegistryType
 from dth.spec.load import parse_task_spec
-from dth.spec.model import TransferCounters, TransferTask
-from dth.state.store import StatusStore
 
 if TYPE_CHECKING:
     from dth.cli.live import LiveProgress
     from dth.image.sync import ImageOutcome, ImageSyncResult
+    from dth.spec.image import ImageTaskSpec
+    from dth.spec.model import TransferCounters
+    from dth.spec.task import TransferTask
+    from dth.state.store import StatusStore
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -181,6 +181,8 @@ def spec_from_arguments(args: argparse.Namespace) -> ImageTaskSpec:
     for flag, field in (("multi_arch", "multiArch"), ("concurrency", "concurrency"), ("max_retries", "maxRetries")):
         if getattr(args, flag) is not None:
             options[field] = getattr(args, flag)
+    from dth.spec.image import ImageTaskSpec
+
     spec = parse_task_spec({"type": "Image", "source": source, "destination": destination, "options": options})
     assert isinstance(spec, ImageTaskSpec)
     return spec
@@ -326,6 +328,8 @@ def sync_command(args: argparse.Namespace) -> int:
 
 def run_task(task: TransferTask, args: argparse.Namespace) -> int:
     """`dth run task.yaml` for an Image task."""
+    from dth.spec.image import ImageTaskSpec
+
     spec = task.spec
     assert isinstance(spec, ImageTaskSpec)
     if args.dry_run:
@@ -341,6 +345,10 @@ def spec_from_environment(environ: dict[str, str] | None = None) -> tuple[ImageT
     """(spec, task name, namespace, state file) from DTH_TASK_SPEC (JSON or YAML; or DTH_TASK_SPEC_FILE),
     DTH_TASK_NAME, DTH_NAMESPACE, DTH_STATE_PATH (the SQLite file, unless DTH_TABLE_NAME names a DynamoDB
     table) and DTH_DRY_RUN."""
+    import yaml
+
+    from dth.spec.image import ImageTaskSpec
+
     env = dict(os.environ if environ is None else environ)
     raw = env.get("DTH_TASK_SPEC", "").strip()
     where = "DTH_TASK_SPEC"

@@ -12,7 +12,7 @@ from dth.cli.interrupt import EXIT_INTERRUPTED, first_interrupt_stops
 from dth.cli.report import print_change, print_json, print_text, progress_display
 from dth.errors import DthError, SpecError
 from dth.s3.sync import StandaloneSync, SyncResult
-from dth.spec.load import load_manifest, parse_task_spec
+from dth.spec.load import load_manifest, parse_s3_task_spec
 from dth.spec.model import (
     CannedAcl,
     CompareMode,
@@ -200,9 +200,7 @@ def spec_from_arguments(args: argparse.Namespace) -> S3TaskSpec:
     ):
         if getattr(args, flag) is not None:
             options[field] = getattr(args, flag)
-    spec = parse_task_spec({"type": "S3", "source": source, "destination": destination, "options": options})
-    assert isinstance(spec, S3TaskSpec)
-    return spec
+    return parse_s3_task_spec({"type": "S3", "source": source, "destination": destination, "options": options})
 
 
 def execute(spec: S3TaskSpec, task_name: str, args: argparse.Namespace, namespace: str = "default") -> int:

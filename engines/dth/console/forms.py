@@ -18,8 +18,9 @@ from pydantic.fields import FieldInfo
 
 from dth.spec.image import ImageTaskSpec
 from dth.spec.load import task_spec_problems, validation_problems
-from dth.spec.model import ObjectMeta, S3TaskSpec, parse_byte_size
+from dth.spec.model import S3TaskSpec, parse_byte_size
 from dth.spec.rules import Rule
+from dth.spec.task import ObjectMeta
 
 Kind = Literal["text", "number", "size", "bool", "choice", "lines"]
 TASK_MODELS: dict[str, type[BaseModel]] = {"S3": S3TaskSpec, "Image": ImageTaskSpec}

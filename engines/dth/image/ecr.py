@@ -40,7 +40,7 @@ def ecr_session(credentials: ImageCredentials | None, namespace: str = "default"
         raise AccessError(
             "credentials.env is for a Registry: Amazon_ECR needs profile, secretName or secretsManagerArn"
         )
-    return keys.session_from_key_pair(pair)
+    return boto3.Session(botocore_session=keys.session_from_key_pair(pair))
 
 
 def _code(error: botocore.exceptions.ClientError) -> str:

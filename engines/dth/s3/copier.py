@@ -13,7 +13,7 @@ import base64
 import contextlib
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 import botocore.exceptions
 
+from dth.s3.buffers import BufferPool, MemoryBudget, pool_size
 from dth.s3.compare import SOURCE_ETAG_METADATA, ObjectDetails
 from dth.s3.listing import normalize_etag
 from dth.s3.parts import PartRange, guess_part_size, multipart_etag, parts_count, plan_parts, ranges_of
@@ -69,28 +70,18 @@ class CopyResult:
     method: str
 
 
-class MemoryBudget:
-    """Bytes that may be held in memory at once by streamed copies, shared by all threads."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._used = 0
-        self._condition = threading.Condition()
-
-    def acquire(self, size: int) -> int:
-        amount = min(size, self._limit)  # one object larger than the budget still gets to run alone
-        with self._condition:
-            self._condition.wait_for(lambda: self._used + amount <= self._limit)
-            self._used += amount
-        return amount
-
-    def release(self, amount: int) -> None:
-        with self._condition:
-            self._used -= amount
-            self._condition.notify_all()
+def _read_into(body: Any, view: memoryview) -> memoryview:
+    """Fill `view` from a response body until the body ends (or the view is full): the part of it filled."""
+    filled = 0
+    while filled < len(view):
+        count = body.readinto(view[filled:])
+        if not count:
+            break
+        filled += count
+    return view[:filled]
 
 
-def _md5(data: bytes) -> hashlib._Hash:
+def _md5(data: bytes | memoryview) -> hashlib._Hash:
     return hashlib.md5(data, usedforsecurity=False)
 
 
@@ -129,6 +120,7 @@ class ObjectCopier:
         part_pool: Executor,
         memory: MemoryBudget | None = None,
         uploads: UploadLedger | None = None,
+        buffers: BufferPool | None = None,
     ) -> None:
         self.source = source
         self.destination = destination
@@ -137,9 +129,12 @@ class ObjectCopier:
         self.dest_spec: S3Destination = destination.location
         self.server_side = shares_service(source, destination)
         self._parts = part_pool
-        self._memory = memory or MemoryBudget(
-            max(options.concurrency * options.chunk_size, options.multipart_threshold)
-        )
+        # Streamed parts are read into these reusable buffers (the bound on buffers in flight), and the budget
+        # bounds every streamed byte: the pool's bytes, or one object up to the multipart threshold.
+        self.buffers = buffers or BufferPool(pool_size(options.concurrency, options.chunk_size), options.chunk_size)
+        self._memory = memory or MemoryBudget(max(self.buffers.count * self.buffers.size, options.multipart_threshold))
+        # The lean client sends a view of a buffer as it is; botocore wants bytes.
+        self._sends_views = bool(getattr(type(destination.client), "sends_memoryview", False))
         # KMS-encrypted objects have ETags that are not MD5s: nothing to compare them with.
         self._etags_are_md5 = self.dest_spec.sse is not SseMode.AWS_KMS
         # Whether this service's CopyObject keeps a multipart source's ETag (Ceph clones the object; AWS writes
@@ -377,7 +372,10 @@ class ObjectCopier:
         if head.get("ServerSideEncryption") != "aws:kms":
             raise CopyError(mismatch)
 
-    def _read_source(self, key: str, etag: str, part: PartRange | None = None) -> tuple[bytes, dict[str, Any]]:
+    def _read_source(
+        self, key: str, etag: str, part: PartRange | None = None, into: bytearray | None = None
+    ) -> tuple[bytes | memoryview, dict[str, Any]]:
+        """The object's (or part's) bytes: new `bytes`, or a view of `into` filled from the response."""
         arguments: dict[str, Any] = {
             "Bucket": self.source.bucket,
             "Key": self.source.key_for(key),
@@ -388,17 +386,34 @@ class ObjectCopier:
         response = self._guard(
             key, etag, lambda: self.source.client.get_object(**arguments, **self.source.request_payer)
         )
+        data: bytes | memoryview
         with response["Body"] as body:
-            data: bytes = body.read()
+            data = body.read() if into is None else _read_into(body, memoryview(into))
         expected = part.size if part is not None else int(response.get("ContentLength", len(data)))
         if len(data) != expected:
             raise CopyError(f"short read from the source: {len(data)} of {expected} bytes")
         return data, response
 
-    def _put_object(self, key: str, size: int, etag: str, mark: bool) -> CopyResult:
-        reserved = self._memory.acquire(size)
+    @contextlib.contextmanager
+    def _buffer_for(self, length: int) -> Iterator[bytearray | None]:
+        """A pooled buffer for a read of `length` bytes, or None where a plain read is better (small or larger
+        than a part); either way the bytes are counted in the memory budget."""
+        reserved = self._memory.acquire(length)
         try:
-            data, response = self._read_source(key, etag)
+            if self.buffers.fits(length):
+                with self.buffers.lend() as buffer:
+                    yield buffer
+            else:
+                yield None
+        finally:
+            self._memory.release(reserved)
+
+    def _body(self, data: bytes | memoryview) -> bytes | memoryview:
+        return data if self._sends_views or isinstance(data, bytes) else bytes(data)
+
+    def _put_object(self, key: str, size: int, etag: str, mark: bool) -> CopyResult:
+        with self._buffer_for(size) as buffer:
+            data, response = self._read_source(key, etag, into=buffer)
             digest = _md5(data)
             source_kms = response.get("ServerSideEncryption") == "aws:kms"
             if _is_md5(etag) and not source_kms and digest.hexdigest() != etag:
@@ -408,12 +423,10 @@ class ObjectCopier:
             result = self.destination.client.put_object(
                 Bucket=self.destination.bucket,
                 Key=self.destination.key_for(key),
-                Body=data,
+                Body=self._body(data),
                 ContentMD5=base64.b64encode(digest.digest()).decode(),
                 **arguments,
             )
-        finally:
-            self._memory.release(reserved)
         dest_etag = normalize_etag(result.get("ETag"))
         if self._etags_are_md5 and dest_etag and dest_etag != digest.hexdigest():
             raise CopyError(f"destination ETag {dest_etag} differs from the MD5 of what was sent")
@@ -580,20 +593,17 @@ class ObjectCopier:
         return normalize_etag(response["CopyPartResult"]["ETag"])
 
     def _stream_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
-        reserved = self._memory.acquire(part.size)
-        try:
-            data, _ = self._read_source(key, etag, part)
+        with self._buffer_for(part.size) as buffer:
+            data, _ = self._read_source(key, etag, part, into=buffer)
             digest = _md5(data)
             response = self.destination.client.upload_part(
                 Bucket=self.destination.bucket,
                 Key=self.destination.key_for(key),
                 UploadId=upload_id,
                 PartNumber=part.number,
-                Body=data,
+                Body=self._body(data),
                 ContentMD5=base64.b64encode(digest.digest()).decode(),
             )
-        finally:
-            self._memory.release(reserved)
         part_etag = normalize_etag(response.get("ETag"))
         if self._etags_are_md5 and part_etag != digest.hexdigest():
             raise CopyError(f"part {part.number}: destination ETag {part_etag} differs from the MD5 sent")

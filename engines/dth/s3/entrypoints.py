@@ -36,7 +36,7 @@ from dth.errors import DthError, SpecError
 from dth.s3.copier import ObjectCopier
 from dth.s3.events import EventTranslator
 from dth.s3.finder import Finder
-from dth.s3.sides import S3Side, check_bucket, connect
+from dth.s3.sides import S3Side, check_bucket, connect_pair
 from dth.s3.uploads import UploadLedger
 from dth.s3.worker import RetryPolicy, Worker
 from dth.spec.environment import ENV_PREFIX, spec_from_environment
@@ -110,9 +110,7 @@ def _spec(env: Mapping[str, str]) -> S3TaskSpec:
 def _sides(environment: EngineEnvironment) -> tuple[S3Side, S3Side]:
     options = environment.spec.options
     pool = options.workers + options.concurrency + 16
-    source = connect("source", environment.spec.source, pool_size=pool)
-    destination = connect("destination", environment.spec.destination, pool_size=pool)
-    return source, destination
+    return connect_pair(environment.spec.source, environment.spec.destination, pool_size=pool)
 
 
 def _owner() -> str:

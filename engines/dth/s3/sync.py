@@ -15,7 +15,7 @@ from dth.errors import DthError
 from dth.s3.copier import ObjectCopier
 from dth.s3.diff import Change
 from dth.s3.finder import Finder, ScanReport
-from dth.s3.sides import S3Side, check_bucket, connect
+from dth.s3.sides import S3Side, check_bucket, connect_pair
 from dth.s3.uploads import UploadLedger
 from dth.s3.work import WorkItem
 from dth.s3.worker import RetryPolicy, Worker
@@ -100,8 +100,9 @@ class StandaloneSync:
 
     def _connect(self) -> tuple[S3Side, S3Side]:
         pool = self.options.workers + self.options.concurrency + 16
-        source = connect("source", self.spec.source, namespace=self.namespace, pool_size=pool)
-        destination = connect("destination", self.spec.destination, namespace=self.namespace, pool_size=pool)
+        source, destination = connect_pair(
+            self.spec.source, self.spec.destination, namespace=self.namespace, pool_size=pool
+        )
         check_bucket(source)
         check_bucket(destination)
         return source, destination

@@ -363,7 +363,9 @@ class Worker:
                 with self._lock:
                     free = self.workers * 2 - len(self._in_flight)
                 messages = (
-                    self.queue.receive(min(10, free), self.visibility_timeout, wait_seconds=self.receive_wait)
+                    self.queue.receive(
+                        min(self.queue.receive_limit, free), self.visibility_timeout, wait_seconds=self.receive_wait
+                    )
                     if free
                     else []
                 )

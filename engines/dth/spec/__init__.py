@@ -1,4 +1,2 @@
-"""The TransferTask spec model and everything derived from it."""
-
-# The model first: it imports dth.spec.image, which imports the model's bases back.
-from dth.spec import model as model
+"""The TransferTask spec model and everything derived from it: dth.spec.model (the S3 task and the shared
+bases), dth.spec.image (the image task), dth.spec.task (the manifest: the union of both)."""

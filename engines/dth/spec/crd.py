@@ -37,9 +37,9 @@ from dth.spec.model import (
     PLURAL,
     SHORT_NAMES,
     SINGULAR,
-    TaskSpec,
     TransferTaskStatus,
 )
+from dth.spec.task import TaskSpec
 
 Schema = dict[str, Any]
 

@@ -8,7 +8,6 @@ list", because a Kubernetes structural schema gives every field one type.
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -23,6 +22,8 @@ from dth.image.refs import (
     parse_image_entry,
 )
 from dth.image.semver import parse_range
+from dth.spec.image_kinds import MultiArch as MultiArch
+from dth.spec.image_kinds import RegistryType as RegistryType
 from dth.spec.model import (
     ENDPOINT_PATTERN,
     REGION_PATTERN,
@@ -33,16 +34,6 @@ from dth.spec.model import (
     SpecModel,
 )
 from dth.spec.rules import Rule, whole_number
-
-
-class RegistryType(StrEnum):
-    AMAZON_ECR = "Amazon_ECR"
-    REGISTRY = "Registry"
-
-
-class MultiArch(StrEnum):
-    ALL = "all"  # an image index and every image it lists (skopeo copy --all)
-    SYSTEM = "system"  # only the image for the platform the engine runs on
 
 
 class ImageCredentials(Credentials):

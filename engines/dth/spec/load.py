@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from dth.errors import SpecError
-from dth.spec.model import TASK_TYPES, TaskSpec, TransferTask
+from dth.spec.model import TASK_TYPES, S3TaskSpec
 from dth.spec.rules import CONSTRAINT_ERRORS, rule_for
+
+if TYPE_CHECKING:
+    from dth.spec.task import TaskSpec, TransferTask
 
 
 @functools.cache
 def _task_spec_adapter() -> TypeAdapter[TaskSpec]:
-    """TaskSpec is a discriminated union: validated through an adapter (built on first use), not a model."""
+    """TaskSpec is a discriminated union: validated through an adapter (built on first use), not a model.
+    dth.spec.task (and with it every task type's models) is imported here, on first use, not by `dth s3 sync`."""
+    from dth.spec.task import TaskSpec
+
     return TypeAdapter(TaskSpec)
 
 
@@ -67,21 +72,44 @@ def task_spec_problems(raw: Any, root: str = "spec") -> list[tuple[str, str]]:
     return []
 
 
-def parse_task_spec(raw: Any, root: str = "spec") -> TaskSpec:
+def _check_task_type(raw: Any, root: str) -> None:
     if not isinstance(raw, dict):
         raise SpecError(f"{root}: expected a mapping, got {type(raw).__name__}", [(root, "expected a mapping")])
     task_type = raw.get("type")
     if task_type not in TASK_TYPES:
         message = f"must be one of {', '.join(TASK_TYPES)} (got {task_type!r})"
         raise SpecError(f"{root}.type: {message}", [(f"{root}.type", message)])
+
+
+def parse_task_spec(raw: Any, root: str = "spec") -> TaskSpec:
+    _check_task_type(raw, root)
+    adapter = _task_spec_adapter()
+    from dth.spec.task import TaskSpec
+
     try:
-        return _task_spec_adapter().validate_python(raw)
+        return adapter.validate_python(raw)
     except ValidationError as error:
         problems = validation_problems(error, TaskSpec, root)
         raise SpecError("; ".join(f"{path}: {message}" for path, message in problems), problems=problems) from None
 
 
+def parse_s3_task_spec(raw: Any, root: str = "spec") -> S3TaskSpec:
+    """An S3 task's spec through the same model as parse_task_spec's (S3TaskSpec is the union's S3 member),
+    without building the other task types' models: what `dth s3 sync` needs."""
+    _check_task_type(raw, root)
+    if raw["type"] != "S3":
+        message = f"must be S3 (got {raw['type']!r})"
+        raise SpecError(f"{root}.type: {message}", [(f"{root}.type", message)])
+    try:
+        return S3TaskSpec.model_validate(raw)
+    except ValidationError as error:
+        problems = validation_problems(error, S3TaskSpec, root)
+        raise SpecError("; ".join(f"{path}: {message}" for path, message in problems), problems=problems) from None
+
+
 def parse_manifest(raw: Any, origin: str = "manifest") -> TransferTask:
+    from dth.spec.task import TransferTask
+
     if not isinstance(raw, dict):
         raise SpecError(f"{origin}: expected a TransferTask mapping, got {type(raw).__name__}")
     parse_task_spec(raw.get("spec"))  # the spec's own errors, named from `spec`
@@ -92,6 +120,8 @@ def parse_manifest(raw: Any, origin: str = "manifest") -> TransferTask:
 
 
 def load_manifest(path: Path) -> TransferTask:
+    import yaml  # only manifests are YAML
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:

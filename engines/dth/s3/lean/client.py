@@ -75,6 +75,12 @@ class _PooledBody:
             self._finish(reuse=True)
         return data
 
+    def readinto(self, buffer: Any) -> int:
+        count = self._response.readinto(buffer)
+        if (not count or self._response.isclosed()) and self._release is not None:
+            self._finish(reuse=True)  # the last byte read: http.client has closed the response, not the socket
+        return count
+
     def _finish(self, reuse: bool) -> None:
         release, self._release = self._release, None
         if release is not None and reuse and self._response.isclosed():
@@ -98,6 +104,9 @@ def _translate(error: BaseException, url: str) -> Exception:
 
 
 class LeanS3Client:
+    # Bodies may be memoryviews (of a reused buffer): sent as they are, never copied (dth.s3.buffers).
+    sends_memoryview = True
+
     def __init__(
         self,
         boto_client: Any,
