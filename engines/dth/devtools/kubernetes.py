@@ -378,7 +378,12 @@ class LocalKubernetes(ServerProcesses):
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             f"--v={self._log_verbosity}",
             # There is no kube-proxy: webhooks and aggregated APIs are reached at their endpoints (pod IPs).
-            *(["--enable-aggregator-routing=true"] if self._want_node else []),
+            # The node's name resolves nowhere: logs and exec reach kubelet at its address.
+            *(
+                ["--enable-aggregator-routing=true", "--kubelet-preferred-address-types=InternalIP"]
+                if self._want_node
+                else []
+            ),
         ]
 
     def _controller_manager_argv(self) -> list[str]:
