@@ -19,14 +19,33 @@ from typing import Any
 import pytest
 import yaml
 
+from dth.devtools.ecs_pods import PodLauncher
+from dth.devtools.ecs_runner import EcsRunner
 from dth.devtools.image_build import BuildReport, ProjectImages, build_project_images, missing_programs
 from dth.devtools.kubernetes import LocalKubernetes, find_binary
 from dth.devtools.moto import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, MotoServer
+from dth.devtools.oci import Pusher, build_image
+from dth.devtools.radosgw import RadosGateway
+from dth.devtools.registry import DockerRegistry
+from dth.devtools.stacks import LocalStacks
+from dth.devtools.waiting import wait_for
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
 CHART = Path(__file__).resolve().parents[1] / "helm" / "dth-operator"
 RELEASE = "dth-operator"
+OBJECTS = 12
+
+
+@pytest.fixture(scope="module")
+def own_moto() -> Iterator[MotoServer]:
+    """A moto server of this module's own: the ECS runner here runs every service it finds as a pod."""
+    server = MotoServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -189,3 +208,183 @@ def test_the_operator_runs_in_a_pod_from_the_chart(
     assert done.stdout.split() == ["200", "403"], done.stdout
     secret = json.loads(node_cluster.kubectl("get", "secret", "aws-keys", "-n", namespace, "-o", "json").stdout)
     assert base64.b64decode(secret["data"]["AWS_ACCESS_KEY_ID"]).decode() == MOTO_ACCESS_KEY
+
+
+def create_secret(cluster: LocalKubernetes, namespace: str, name: str, data: dict[str, str]) -> None:
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": data,
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def task_status(cluster: LocalKubernetes, namespace: str, name: str) -> dict[str, Any]:
+    done = cluster.kubectl("get", "transfertask", "-n", namespace, name, "-o", "json", check=False)
+    if done.returncode != 0:
+        return {}
+    return dict(json.loads(done.stdout).get("status") or {})
+
+
+def test_s3_and_image_tasks_succeed_with_the_operator_and_the_engines_in_pods(
+    node_cluster: LocalKubernetes,
+    project_images: ProjectImages,
+    own_moto: MotoServer,
+    radosgw: RadosGateway,
+    registry: DockerRegistry,
+    auth_registry: DockerRegistry,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    node = node_cluster.node
+    moto_url = f"http://{node.expose(own_moto.port)}"
+    rgw_port = int(radosgw.endpoint_urls[0].rsplit(":", 1)[1])
+    rgw_url = f"http://{node.expose(rgw_port)}"
+    source_registry = node.expose(registry.port)
+    destination_registry = node.expose(auth_registry.port)
+    aws = LocalStacks(own_moto.endpoint_url)
+    network = aws.network(namespace)
+
+    # The data: objects in radosgw, images in a registry.
+    s3 = boto3_client(radosgw)
+    source_bucket, destination_bucket = f"{namespace}-a", f"{namespace}-b"
+    s3.create_bucket(Bucket=source_bucket)
+    s3.create_bucket(Bucket=destination_bucket)
+    bodies = {f"data/{n:02d}": os.urandom(700 + n) for n in range(OBJECTS)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket=source_bucket, Key=key, Body=body)
+    pusher = Pusher(registry.url)
+    images = {f"{namespace}/web:1.0": build_image(f"{namespace}-web", layers=2)}
+    digests = {}
+    for name, artifact in images.items():
+        repository, tag = name.split(":")
+        digests[name] = pusher.push(repository, tag, artifact)
+
+    create_secret(node_cluster, namespace, "aws-keys", {
+        "AWS_ACCESS_KEY_ID": MOTO_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": MOTO_SECRET_KEY})  # fmt: skip
+    create_secret(node_cluster, namespace, "rgw-keys", {
+        "access_key_id": radosgw.access_key, "secret_access_key": radosgw.secret_key})  # fmt: skip
+    create_secret(
+        node_cluster,
+        namespace,
+        "registry-login",
+        {"username": auth_registry.username, "password": auth_registry.password},
+    )
+    release = Release(node_cluster, tmp_path / "helm", namespace)
+    values = operator_values(project_images, moto_url)
+    values["plugin"].update(subnets=list(network.subnets), securityGroups=list(network.security_groups))
+    values["operator"].update(observeInterval=2, stackRetryDelay=1)
+    release.install(values)
+    first_pod = operator_pod(node_cluster, namespace)["metadata"]["uid"]
+
+    side = {"type": "S3_Compatible", "endpoint": rgw_url, "credentials": {"secretName": "rgw-keys"}}
+    tasks = [
+        {
+            "apiVersion": "dth.io/v1alpha1",
+            "kind": "TransferTask",
+            "metadata": {"name": "copy", "namespace": namespace},
+            "spec": {
+                "type": "S3",
+                "source": {**side, "bucket": source_bucket},
+                "destination": {**side, "bucket": destination_bucket},
+                "options": {"workers": 2},
+            },
+        },
+        {
+            "apiVersion": "dth.io/v1alpha1",
+            "kind": "TransferTask",
+            "metadata": {"name": "mirror", "namespace": namespace},
+            "spec": {
+                "type": "Image",
+                "source": {
+                    "type": "Registry",
+                    "registry": source_registry,
+                    "insecure": True,
+                    "images": {"names": sorted(images)},
+                },
+                "destination": {
+                    "type": "Registry",
+                    "registry": destination_registry,
+                    "insecure": True,
+                    "prefix": "mirror/",
+                    "credentials": {"secretName": "registry-login"},
+                },
+            },
+        },
+    ]
+    launcher = PodLauncher(
+        node_cluster, namespace, aws_endpoint=moto_url, access_key=MOTO_ACCESS_KEY, secret_key=MOTO_SECRET_KEY
+    )
+
+    def diagnostics() -> str:
+        statuses = {name: task_status(node_cluster, namespace, name) for name in ("copy", "mirror")}
+        logs = "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-2000:]}"
+            for path in sorted((tmp_path / "ecs").glob("*.log"))
+        )
+        return f"{json.dumps(statuses, indent=2)}\n{release.describe()}\n{logs}"
+
+    with EcsRunner(own_moto.endpoint_url, log_dir=tmp_path / "ecs", poll_interval=0.5, pods=launcher) as runner:
+        applied = time.monotonic()
+        node_cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": tasks}))
+        # The operator's pod killed: the Deployment replaces it, and the tasks still complete.
+        node_cluster.kubectl("delete", "pod", "-n", namespace, "-l", "app.kubernetes.io/name=dth-operator",
+                             "--grace-period=0", "--force")  # fmt: skip
+        finished: dict[str, float] = {}
+
+        def both_succeeded() -> bool:
+            for name in ("copy", "mirror"):
+                phase = task_status(node_cluster, namespace, name).get("phase")
+                if phase in ("Failed", "Invalid"):
+                    raise AssertionError(f"{name} ended {phase}\n{diagnostics()}")
+                if phase == "Succeeded":
+                    finished.setdefault(name, time.monotonic() - applied)
+            return len(finished) == 2
+
+        wait_for(both_succeeded, timeout=900, what="both tasks Succeeded", detail=diagnostics, interval=1)
+        print(f"apply -> Succeeded: {finished}")
+        launched = list(launcher.launched)
+        assert not runner.errors, runner.errors
+
+    assert operator_pod(node_cluster, namespace)["metadata"]["uid"] != first_pod
+    copy = task_status(node_cluster, namespace, "copy")
+    assert copy["objects"]["found"] == OBJECTS and copy["objects"]["copied"] == OBJECTS, diagnostics()
+    assert copy["objects"]["failed"] == 0
+    for key, body in bodies.items():
+        assert s3.get_object(Bucket=destination_bucket, Key=key)["Body"].read() == body
+    mirror = task_status(node_cluster, namespace, "mirror")
+    assert mirror["objects"]["found"] == len(images) and mirror["objects"]["copied"] == len(images), diagnostics()
+    destination = Pusher(auth_registry.url, username=auth_registry.username, password=auth_registry.password)
+    for name, digest in digests.items():
+        repository, tag = name.split(":")
+        assert destination.digest(f"mirror/{repository}", tag) == digest
+    # The engines ran as the task definitions say, in the engine image the chart named.
+    assert {pod["spec"]["containers"][0]["image"] for pod in launched} == {project_images.engine.name}
+    commands = {tuple(pod["spec"]["containers"][0]["args"]) for pod in launched}
+    assert {("s3", "finder"), ("s3", "worker"), ("image", "sync-env")} <= commands, commands
+    assert all("command" not in pod["spec"]["containers"][0] for pod in launched)  # the image's entrypoint, dth
+
+    # helm upgrade with a changed value rolls the pod and keeps the tasks.
+    before = operator_pod(node_cluster, namespace)["metadata"]["uid"]
+    values["operator"].update(observeInterval=3)
+    release.install(values, upgrade=True)
+    after = operator_pod(node_cluster, namespace)
+    assert after["metadata"]["uid"] != before
+    assert task_status(node_cluster, namespace, "copy")["phase"] == "Succeeded"
+    # helm uninstall leaves the TransferTasks.
+    release.run("uninstall", RELEASE, "-n", namespace)
+    left = json.loads(node_cluster.kubectl("get", "transfertasks", "-n", namespace, "-o", "json").stdout)["items"]
+    assert sorted(item["metadata"]["name"] for item in left) == ["copy", "mirror"]
+
+
+def boto3_client(radosgw: RadosGateway) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=radosgw.endpoint_urls[0],
+        aws_access_key_id=radosgw.access_key,
+        aws_secret_access_key=radosgw.secret_key,
+        region_name="us-east-1",
+    )
