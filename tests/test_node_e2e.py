@@ -265,12 +265,9 @@ def test_s3_and_image_tasks_succeed_with_the_operator_and_the_engines_in_pods(
         "AWS_ACCESS_KEY_ID": MOTO_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": MOTO_SECRET_KEY})  # fmt: skip
     create_secret(node_cluster, namespace, "rgw-keys", {
         "access_key_id": radosgw.access_key, "secret_access_key": radosgw.secret_key})  # fmt: skip
-    create_secret(
-        node_cluster,
-        namespace,
-        "registry-login",
-        {"username": auth_registry.username, "password": auth_registry.password},
-    )
+    assert auth_registry.username and auth_registry.password
+    login = {"username": auth_registry.username, "password": auth_registry.password}
+    create_secret(node_cluster, namespace, "registry-login", login)
     release = Release(node_cluster, tmp_path / "helm", namespace)
     values = operator_values(project_images, moto_url)
     values["plugin"].update(subnets=list(network.subnets), securityGroups=list(network.security_groups))
