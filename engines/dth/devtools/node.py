@@ -47,6 +47,8 @@ CNI_PLUGINS = ("bridge", "host-local", "loopback")
 CRI_NAMESPACE = "k8s.io"
 #: The ClusterIP of the ``kubernetes`` Service (the first address of the service range).
 KUBERNETES_SERVICE_IP = "10.96.0.1"
+#: Where cgroup v1 hierarchies are mounted; each node gets a cgroup of its own in each (kubelet's cgroupRoot).
+CGROUP_MOUNT = Path("/sys/fs/cgroup")
 #: Pod subnets are /24s of this range; each node picks one no route uses yet.
 POD_NETWORK_POOL = ipaddress.IPv4Network("10.244.0.0/16")
 
@@ -186,6 +188,7 @@ class LocalNode(ServerProcesses):
 
     def _release(self) -> None:
         self._teardown_network()
+        self._remove_cgroup_root()
 
     def stop(self, grace: float | None = None) -> None:
         if self._procs:
@@ -204,7 +207,9 @@ class LocalNode(ServerProcesses):
             (workdir / name).mkdir(parents=True, exist_ok=True)
         self._kubelet_ports = free_ports(2)
         (self._scheduler_port,) = free_ports(1)
+        self._teardown_network()  # what a failed attempt left
         self._setup_network()
+        self._make_cgroup_root()
         self._phase("network")
         self._write_containerd_config()
         self._spawn("containerd", [self._binaries["containerd"], f"--config={workdir / 'containerd.toml'}"])
@@ -279,6 +284,37 @@ class LocalNode(ServerProcesses):
     def _iptables(self, *args: str, check: bool = True) -> None:
         # -w: other nodes (and Docker-like tools) may hold the xtables lock.
         self._run(["iptables", "-w", "30", *args], check=check)
+
+    # -- cgroups -----------------------------------------------------------------------------
+
+    @property
+    def cgroup_root(self) -> str:
+        return f"/dth-{self._id}"
+
+    def _cgroup_hierarchies(self) -> list[Path]:
+        try:
+            return [path for path in CGROUP_MOUNT.iterdir() if (path / "cgroup.procs").exists()]
+        except OSError:
+            return []
+
+    def _make_cgroup_root(self) -> None:
+        # kubelet refuses a cgroupRoot that does not exist in every hierarchy.
+        for hierarchy in self._cgroup_hierarchies():
+            folder = hierarchy / self.cgroup_root.lstrip("/")
+            folder.mkdir(exist_ok=True)
+            if hierarchy.name == "cpuset":  # a new cpuset is empty: give it its parent's CPUs and memory nodes
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    (folder / name).write_text((hierarchy / name).read_text())
+
+    def _remove_cgroup_root(self) -> None:
+        for hierarchy in self._cgroup_hierarchies():
+            root = hierarchy / self.cgroup_root.lstrip("/")
+            if not root.is_dir():
+                continue
+            folders = sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+            for folder in [*folders, root]:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
     # -- containerd --------------------------------------------------------------------------
 
@@ -389,7 +425,7 @@ class LocalNode(ServerProcesses):
             "authorization": {"mode": "AlwaysAllow"},
             # cgroup v1 without systemd as init: the cgroupfs driver.
             "cgroupDriver": "cgroupfs",
-            "cgroupRoot": f"/dth-{self._id}",
+            "cgroupRoot": self.cgroup_root,
             "failSwapOn": False,
             "resolvConf": str(resolv),
             "staticPodPath": "",
