@@ -56,6 +56,7 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc"
 # Controllers that need nodes or a cloud: there are none.
 CONTROLLERS = "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle"
+NODE_CONTROLLERS = "*,-nodeipam,-cloud-node-lifecycle"
 
 _CERT_DAYS = 3650
 
@@ -394,7 +395,8 @@ class LocalKubernetes(ServerProcesses):
             "--leader-elect=false",
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--root-ca-file={pki / 'ca.crt'}",
-            f"--controllers={CONTROLLERS}",
+            # With a node, its lifecycle controller lifts the not-ready taint kubelet registers it with.
+            f"--controllers={NODE_CONTROLLERS if self._want_node else CONTROLLERS}",
             "--use-service-account-credentials=false",
             # No health or metrics endpoints: the fixed default ports would clash between clusters.
             "--port=0",
