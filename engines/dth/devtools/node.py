@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ import yaml
 
 from dth.devtools.node_images import ImageArchive, import_archive, pause_archive
 from dth.devtools.ports import LOOPBACK, free_ports
-from dth.devtools.processes import ServerProcesses
+from dth.devtools.processes import ServerProcesses, kill_group
 
 if TYPE_CHECKING:
     from dth.devtools.kubernetes import LocalKubernetes
@@ -191,6 +192,16 @@ class LocalNode(ServerProcesses):
         self._remove_cgroup_root()
 
     def stop(self, grace: float | None = None) -> None:
+        # kubelet first: while it runs it starts again every container killed below.
+        for name in ("kubelet", "kube-scheduler"):
+            proc = self._procs.pop(name, None)
+            if proc is not None and proc.poll() is None:
+                kill_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(self._stop_grace)
+                except subprocess.TimeoutExpired:
+                    kill_group(proc, signal.SIGKILL)
+                    proc.wait()
         if self._procs:
             with contextlib.suppress(Exception):
                 self._remove_containers()
