@@ -176,3 +176,23 @@ def promtool() -> str:
     if found is None:
         _unavailable("promtool is not installed (apt-get install prometheus)")
     return found
+
+
+# --- A real node (kubelet, containerd, kube-scheduler) ---------------------------------------------
+from dth.devtools.node import missing_node_binaries  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKubernetes]:
+    """A control plane of its own with a real node: pods run (containerd, CNI bridge, kubelet, scheduler)."""
+    missing = missing_kubernetes_binaries() + missing_node_binaries()
+    if missing:
+        _unavailable(f"the local node is not installed (missing {', '.join(missing)}; run bash .ci/node.sh)")
+    if os.geteuid() != 0:
+        _unavailable("a local node needs root (mounts, network namespaces, iptables, cgroups)")
+    cluster = LocalKubernetes(tmp_path_factory.mktemp("node-cluster"), node=True)
+    cluster.start(timeout=300)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

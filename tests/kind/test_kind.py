@@ -6,6 +6,9 @@ Runs only where the `docker` and `kind` binaries exist and a Docker engine answe
 of this project have none: it is skipped there, with the reason). Images are built from the repository;
 building needs the base image and PyPI. Set DTH_KIND_KEEP=1 to keep the cluster after the test (its name is
 printed), and DTH_KIND_NODE_IMAGE to choose the node image (`kind create cluster --image`).
+
+Where Docker is missing, tests/test_node_e2e.py runs the same scenario (images, chart, moto and the ECS runner
+as AWS, TransferTasks to Succeeded) on the local node instead (kubelet and containerd, images from buildah).
 """
 
 from __future__ import annotations

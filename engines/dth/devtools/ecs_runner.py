@@ -29,6 +29,11 @@ added, so that the engines' SQS, DynamoDB and Secrets Manager calls reach moto; 
 spec still wins for S3. Images, CPU and memory, networking, IAM roles and log drivers are ignored (output
 goes to files under `log_dir`).
 
+**Pod mode** (`pods=PodLauncher(...)`, `dth.devtools.ecs_pods`): on a cluster with a real node
+(`LocalKubernetes(node=True)`), each container runs instead as a Pod of the task definition's image, with
+exactly its command (after the image's entrypoint), environment, user, read-only root and volumes (emptyDir
+mounts): the engine image is then proven to run what the templates say. The same deviation for reaching AWS.
+
 moto never deletes ECS resources, and listing the resources of a deleted stack makes moto create them again,
 so the runner only knows a stack's services while the stack lives: a runner started after a stack was
 deleted would run the services it left behind. Give it the clusters to watch (`clusters`, `--cluster`).
@@ -54,8 +59,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, Protocol, Self
 
+from dth.devtools.ecs_pods import PodContainer, PodLauncher, PodProcess
 from dth.devtools.moto import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
 
 log = logging.getLogger(__name__)
@@ -71,6 +77,8 @@ RESTART_DELAY_CAP = 30.0
 _GONE_STACK_STATUSES = frozenset({"DELETE_COMPLETE", "DELETE_IN_PROGRESS"})
 _STACK_EVENT_SOURCE = "aws.cloudformation"
 _STACK_EVENT_TYPE = "CloudFormation Stack Status Change"
+#: Labels of the pods the pod mode starts.
+POD_LABELS = {"app.kubernetes.io/managed-by": "dth-ecs-runner"}
 
 
 def _lower_first(key: str) -> str:
@@ -100,6 +108,12 @@ class ContainerSpec:
     essential: bool
     stop_timeout: float
     mounts: tuple[tuple[str, str], ...] = ()  # (volume name, container path)
+    # As the definition says them, for the pod mode (argv above is the local process's).
+    image: str = ""
+    command: tuple[str, ...] = ()
+    entry_point: tuple[str, ...] | None = None
+    user: str | None = None
+    read_only_root: bool = False
 
     @classmethod
     def from_definition(
@@ -124,6 +138,7 @@ class ContainerSpec:
             (str(item.get("sourceVolume", "")), str(item.get("containerPath", "")).rstrip("/") or "/")
             for item in definition.get("mountPoints") or []
         )
+        own_entry_point = definition.get("entryPoint")
         return cls(
             name=name,
             argv=(*entrypoint, *command),
@@ -131,7 +146,36 @@ class ContainerSpec:
             essential=bool(definition.get("essential", True)),
             stop_timeout=float(definition.get("stopTimeout") or DEFAULT_STOP_TIMEOUT),
             mounts=mounts,
+            image=str(definition.get("image", "")),
+            command=tuple(command),
+            entry_point=tuple(str(part) for part in own_entry_point) if own_entry_point else None,
+            user=str(definition["user"]) if definition.get("user") else None,
+            read_only_root=bool(definition.get("readonlyRootFilesystem", False)),
         )
+
+    def in_pod(self) -> PodContainer:
+        return PodContainer(
+            name=self.name,
+            image=self.image,
+            command=self.command,
+            entry_point=self.entry_point,
+            environment=self.environment,
+            user=self.user,
+            read_only_root=self.read_only_root,
+            mounts=self.mounts,
+            stop_timeout=self.stop_timeout,
+        )
+
+
+class ContainerProcess(Protocol):
+    """A local process (subprocess.Popen) or a pod (ecs_pods.PodProcess)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 @dataclass
@@ -140,7 +184,7 @@ class RunningContainer:
 
     owner: str  # "service:<service arn>" or "task:<task arn>"
     container: str
-    process: subprocess.Popen[bytes]
+    process: ContainerProcess
     log_path: Path
     stop_timeout: float
     essential: bool = True
@@ -153,6 +197,13 @@ class RunningContainer:
 
     def exit_code(self) -> int | None:
         return self.process.poll()
+
+    def signal(self, sig: signal.Signals) -> None:
+        if isinstance(self.process, PodProcess):
+            self.process.send_signal(sig)
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
 
 
 @dataclass(frozen=True)
@@ -209,6 +260,7 @@ class EcsRunner:
         max_stop_timeout: float | None = None,
         clusters: Sequence[str] | None = None,
         clock: Callable[[], dt.datetime] | None = None,
+        pods: PodLauncher | None = None,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -220,6 +272,7 @@ class EcsRunner:
         self.poll_interval = poll_interval
         self.fire_schedules_now = fire_schedules_now
         self.python = python
+        self.pods = pods
         self.max_stop_timeout = max_stop_timeout
         # Only these clusters (names or ARNs), and rules whose targets are in them; None: every cluster.
         self.clusters = None if clusters is None else frozenset(clusters)
@@ -641,6 +694,18 @@ class EcsRunner:
         volumes = self._volumes(task_definition, workdir)
         for container in self._containers_of(task_definition, overrides):
             log_path = self.log_dir / f"{self._counter:04d}-{name}-{container.name}.log"
+            if self.pods is not None:
+                pod = self.pods.launch(owner, container.in_pod(), self.region, log_path, POD_LABELS)
+                started.append(
+                    RunningContainer(
+                        owner, container.name, pod, log_path, self._stop_timeout(container), container.essential
+                    )
+                )
+                log.info(
+                    "container started as a pod",
+                    extra={"owner": owner, "container": container.name, "pod": pod.name, "image": container.image},
+                )
+                continue
             setpriv = shutil.which("setpriv")
             guard = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
             handle: IO[bytes]
@@ -654,9 +719,7 @@ class EcsRunner:
                     cwd=workdir,
                     start_new_session=True,
                 )
-            timeout = container.stop_timeout
-            if self.max_stop_timeout is not None:
-                timeout = min(timeout, self.max_stop_timeout)
+            timeout = self._stop_timeout(container)
             started.append(RunningContainer(owner, container.name, process, log_path, timeout, container.essential))
             log.info(
                 "container started",
@@ -664,19 +727,22 @@ class EcsRunner:
             )
         return started
 
+    def _stop_timeout(self, container: ContainerSpec) -> float:
+        if self.max_stop_timeout is not None:
+            return min(container.stop_timeout, self.max_stop_timeout)
+        return container.stop_timeout
+
     def _terminate(self, containers: Sequence[RunningContainer], timeout: float | None = None) -> None:
         """SIGTERM to each process group, then SIGKILL to those still there after their stop timeout."""
         live = [c for c in containers if c.exit_code() is None]
         for container in live:
             container.stopping = True
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(container.pid, signal.SIGTERM)
+            container.signal(signal.SIGTERM)
         for container in live:
             try:
                 container.process.wait(timeout if timeout is not None else container.stop_timeout)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(container.pid, signal.SIGKILL)
+                container.signal(signal.SIGKILL)
                 container.process.wait()
         for container in containers:
             if container.exit_code() is not None and container.owner.startswith("service:"):

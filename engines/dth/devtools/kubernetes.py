@@ -2,8 +2,10 @@
 
 One ``etcd``, one ``kube-apiserver`` (TLS, a static admin token, RBAC) and, optionally, one
 ``kube-controller-manager`` (namespace deletion, default service accounts, garbage collection
-of owned objects). There is no kubelet and no scheduler: pods are stored but never run.
-Certificates, keys, etcd's data, the kubeconfig and the logs stay under a working directory.
+of owned objects). By default there is no kubelet and no scheduler: pods are stored but never run.
+With ``node=True`` a real node joins (:class:`dth.devtools.node.LocalNode`: containerd, a CNI bridge,
+kube-scheduler and kubelet), and pods run. Certificates, keys, etcd's data, the kubeconfig and the logs stay
+under a working directory.
 
 The server binaries (v1.20.2, the last release Debian builds) and kubectl come from the cache
 that ``bash .ci/kubernetes.sh`` fills (``${DTH_CACHE:-~/.cache/dth}/kubernetes/<version>/bin``);
@@ -35,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from dth.devtools.node import LocalNode, missing_node_binaries
 from dth.devtools.ports import LOOPBACK, free_ports
 from dth.devtools.processes import ServerProcesses
 
@@ -53,6 +56,7 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc"
 # Controllers that need nodes or a cloud: there are none.
 CONTROLLERS = "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle"
+NODE_CONTROLLERS = "*,-nodeipam,-cloud-node-lifecycle"
 
 _CERT_DAYS = 3650
 
@@ -110,11 +114,16 @@ class LocalKubernetes(ServerProcesses):
         workdir: Path | None = None,
         *,
         controller_manager: bool = True,
+        node: bool = False,
         die_with_parent: bool = True,
         log_verbosity: int = 0,
     ) -> None:
         super().__init__(workdir, die_with_parent=die_with_parent)
+        if node and not controller_manager:
+            raise ValueError("a node needs the controller manager (service account tokens, ReplicaSets)")
         self._controller_manager = controller_manager
+        self._want_node = node
+        self._node: LocalNode | None = None
         self._log_verbosity = log_verbosity
         self._token = secrets.token_hex(16)
         self._etcd_client_port = 0
@@ -158,6 +167,13 @@ class LocalKubernetes(ServerProcesses):
         return self._controller_manager
 
     @property
+    def node(self) -> LocalNode:
+        """The node (``node=True``), once started."""
+        if self._node is None:
+            raise RuntimeError("this cluster has no node (LocalKubernetes(node=True)) or it is not started")
+        return self._node
+
+    @property
     def pids(self) -> dict[str, int]:
         """Process ids of the running components, by name."""
         return {name: proc.pid for name, proc in self._procs.items()}
@@ -170,6 +186,8 @@ class LocalKubernetes(ServerProcesses):
 
     def _check_binaries(self) -> None:
         missing = self.missing_binaries()
+        if self._want_node:
+            missing += missing_node_binaries()
         if missing:
             raise RuntimeError(
                 f"Kubernetes binaries not found: {', '.join(missing)} (run `bash .ci/kubernetes.sh`, "
@@ -244,6 +262,25 @@ class LocalKubernetes(ServerProcesses):
             self._spawn("kube-controller-manager", self._controller_manager_argv())
             self._wait_default_service_account(deadline)
             self._phase("kube-controller-manager")
+        if self._want_node:
+            self._node = LocalNode(self, self.workdir / "node", die_with_parent=self._die_with_parent)
+            self._node.start(timeout=max(1.0, deadline - time.monotonic()))
+            began = self.startup_phases.get("kube-controller-manager", 0.0)
+            for name, seconds in self._node.startup_phases.items():
+                self.startup_phases[f"node: {name}"] = round(began + seconds, 3)
+
+    def stop(self, grace: float | None = None) -> None:
+        # The node first: kubelet and containerd stop their containers while the API server still answers.
+        if self._node is not None:
+            self._node.stop(grace)
+            self._node = None
+        super().stop(grace)
+
+    def _terminate_processes(self, grace: float | None = None) -> None:
+        if self._node is not None:
+            self._node.stop(grace)
+            self._node = None
+        super()._terminate_processes(grace)
 
     def _make_pki(self, deadline: float) -> None:
         pki = self.workdir / "pki"
@@ -341,6 +378,13 @@ class LocalKubernetes(ServerProcesses):
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             f"--v={self._log_verbosity}",
+            # There is no kube-proxy: webhooks and aggregated APIs are reached at their endpoints (pod IPs).
+            # The node's name resolves nowhere: logs and exec reach kubelet at its address.
+            *(
+                ["--enable-aggregator-routing=true", "--kubelet-preferred-address-types=InternalIP"]
+                if self._want_node
+                else []
+            ),
         ]
 
     def _controller_manager_argv(self) -> list[str]:
@@ -351,7 +395,8 @@ class LocalKubernetes(ServerProcesses):
             "--leader-elect=false",
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--root-ca-file={pki / 'ca.crt'}",
-            f"--controllers={CONTROLLERS}",
+            # With a node, its lifecycle controller lifts the not-ready taint kubelet registers it with.
+            f"--controllers={NODE_CONTROLLERS if self._want_node else CONTROLLERS}",
             "--use-service-account-credentials=false",
             # No health or metrics endpoints: the fixed default ports would clash between clusters.
             "--port=0",
@@ -467,13 +512,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="run only etcd and the API server (no namespace deletion, service accounts or garbage collection)",
     )
+    parser.add_argument(
+        "--node", action="store_true", help="also run a node: containerd, CNI bridge, kube-scheduler, kubelet"
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="start-up timeout in seconds")
     args = parser.parse_args(argv)
-    cluster = LocalKubernetes(args.workdir, controller_manager=args.controller_manager)
-    return cluster.run_in_foreground(
-        args.timeout,
-        lambda: {"kubeconfig": str(cluster.kubeconfig), "server_url": cluster.server_url, "pids": cluster.pids},
-    )
+    cluster = LocalKubernetes(args.workdir, controller_manager=args.controller_manager, node=args.node)
+
+    def describe() -> dict[str, Any]:
+        info: dict[str, Any] = {"kubeconfig": str(cluster.kubeconfig), "server_url": cluster.server_url}
+        info["pids"] = cluster.pids
+        if args.node:
+            info["node_address"] = cluster.node.address
+            info["containerd_socket"] = str(cluster.node.containerd_socket)
+        return info
+
+    return cluster.run_in_foreground(args.timeout if not args.node else max(args.timeout, 180.0), describe)
 
 
 if __name__ == "__main__":
