@@ -71,6 +71,7 @@ class Release:
     def __init__(self, cluster: LocalKubernetes, home: Path, namespace: str) -> None:
         self.cluster = cluster
         self.home = home
+        home.mkdir(parents=True, exist_ok=True)
         self.namespace = namespace
         binary = find_binary("helm")
         assert binary, "helm not found (bash .ci/kubernetes.sh)"
