@@ -308,16 +308,16 @@ def test_a_run_now_claim_holds_only_for_the_version_read(
     reader of the same version (a stale event, another replica) gets a conflict and starts nothing."""
     import kubernetes as client
 
-    from dth_operator import handlers
+    from dth_operator import handlers, run_now
 
     api = client.config.new_client_from_config(config_file=str(kubernetes.kubeconfig))
     monkeypatch.setattr(handlers, "_kubernetes", client.client.CustomObjectsApi(api))
     namespace.apply(s3_task("claimed", S3Site("http://127.0.0.1:9", "a", "b"), "src", "dst"))
     read = namespace.task("claimed")["metadata"]["resourceVersion"]
-    assert handlers._claim_run_now(namespace.name, "claimed", read, "2026-12-02T05:00:00Z")
+    assert run_now.claim(namespace.name, "claimed", read, "2026-12-02T05:00:00Z")
     assert namespace.status("claimed")["lastRunNowHandled"] == "2026-12-02T05:00:00Z"
-    assert not handlers._claim_run_now(namespace.name, "claimed", read, "2026-12-02T05:00:00Z")
-    assert not handlers._claim_run_now(namespace.name, "gone", read, "2026-12-02T05:00:00Z")
+    assert not run_now.claim(namespace.name, "claimed", read, "2026-12-02T05:00:00Z")
+    assert not run_now.claim(namespace.name, "gone", read, "2026-12-02T05:00:00Z")
 
 
 def test_run_now_starts_an_image_tasks_sync_task_in_its_stacks_cluster_and_network(

@@ -1,5 +1,6 @@
 """The kopf handlers: each TransferTask becomes a CloudFormation plugin stack, and its status follows the
-stack and the transfer's progress. Run with `python -m dth_operator` (or `kopf run -m dth_operator.handlers`).
+stack and the transfer's progress. Run with `python -m dth_operator`, which also loads the admission webhook,
+Secret rotation and run-now handlers (admission.py, rotation.py, run_now.py).
 
 State lives in the resource's status; a bad spec is a PermanentError (reported, not retried); AWS
 throttling and 5xx, and a stack in progress, are TemporaryErrors (retried with backoff); how each stack state
@@ -30,7 +31,6 @@ from dth_operator.deploy import Deployment, StackBlockedError, StackWaitError, r
 from dth_operator.observation import stack_conditions
 from dth_operator.policy import PolicyViolationError, configured_policy
 from dth_operator.progress import Progress, condition, merge_conditions, phase_of, read_progress
-from dth_operator.runs import RunNowOutcome, RunNowResult
 from dth_operator.secrets import REQUIRED_KEYS, Owner, SecretNotOwnedError, copy_secret, delete_secrets
 from dth_operator.settings import OperatorSettings
 from dth_operator.stacks import (
@@ -586,87 +586,3 @@ def stacks_reachable(**_: Any) -> bool:
     except botocore.exceptions.BotoCoreError:
         return False
     return True
-
-
-@kopf.on.event(*RESOURCE)
-def run_now(
-    *,
-    event: Mapping[str, Any],
-    body: kopf.Body,
-    meta: kopf.Meta,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    name: str,
-    namespace: str | None,
-    uid: str,
-    logger: Any,
-    **_: Any,
-) -> None:
-    """The annotation dth.io/run-now: each new value starts the finder once (see runs.py). Watched on every
-    event, not as a change of the resource: kopf leaves the annotations under its own prefix (dth.io) out of
-    what it compares, and a value set while the operator was down must still be seen when it starts."""
-    if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
-        return
-    value = runs.requested(meta, status)
-    if value is None:
-        return
-    namespace = namespace or "default"
-    if not _claim_run_now(namespace, name, str(meta.get("resourceVersion", "")), value):
-        logger.debug(f"run now {value}: claimed elsewhere or the task changed meanwhile; the next event decides")
-        return
-    with timed("run_now"):
-        outcome = _run_now(value, spec, status, uid)
-    logger.info(outcome.message)
-    write_status(namespace, name, {"runNow": outcome.status()})
-    if outcome.result is RunNowResult.STARTED:
-        kopf.info(body, reason="RunNow", message=outcome.message)
-    else:
-        kopf.warn(body, reason=f"RunNow{outcome.result.value}", message=outcome.message)
-
-
-def _claim_run_now(namespace: str, name: str, resource_version: str, value: str) -> bool:
-    """Record the value as handled, on the condition that the task is still the version read: True when this
-    call made the claim. A stale event or another replica that read the same version gets a conflict."""
-    import kubernetes
-
-    try:
-        kubernetes_client().patch_namespaced_custom_object_status(
-            API_GROUP,
-            API_VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"metadata": {"resourceVersion": resource_version}, "status": {"lastRunNowHandled": value}},
-            _request_timeout=kube.REQUEST_TIMEOUT,
-        )
-    except kube.UNANSWERED as error:
-        raise kube.unanswered("a run-now claim", error) from None
-    except kubernetes.client.ApiException as error:
-        if error.status in (404, 409):  # deleted, or changed since it was read: the next event looks again
-            return False
-        raise
-    return True
-
-
-def _run_now(value: str, spec: Mapping[str, Any], status: Mapping[str, Any], uid: str) -> RunNowOutcome:
-    """Start the finder of the task's own stack, or say why not."""
-    suspended = bool(spec.get("suspend"))
-    stack = None
-    try:
-        if not suspended and status.get("stackName") and status.get("phase") != Phase.INVALID.value:
-            stack = describe(clients().cloudformation, str(status["stackName"]))
-            if stack is not None and not stack.owned_by(uid):
-                stack = None  # someone else's stack is not this task's deployment
-        refused = runs.refusal(value, suspended, stack)
-        if refused is not None:
-            return refused
-        assert stack is not None  # refusal() refuses without a stack
-        arn = runs.start_finder(clients().ecs, stack)
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, RuntimeError) as error:
-        if not isinstance(error, RuntimeError):
-            count(error, "ecs")
-        why = error_message(error) if isinstance(error, botocore.exceptions.ClientError) else str(error)
-        return RunNowOutcome(
-            value, RunNowResult.FAILED, "StartFailed", f"run now {value}: the finder did not start: {why}"
-        )
-    return RunNowOutcome(value, RunNowResult.STARTED, "Started", f"run now {value}: finder task {arn} started")
