@@ -136,11 +136,15 @@ def _invalid(
     body: kopf.Body, patch: kopf.Patch, namespace: str, name: str, message: str, reason: str = "InvalidSpec"
 ) -> kopf.PermanentError:
     kopf.warn(body, reason=reason, message=message)
+    _mark_invalid(patch, namespace, name, message, reason)
+    return kopf.PermanentError(message)
+
+
+def _mark_invalid(patch: kopf.Patch, namespace: str, name: str, message: str, reason: str) -> None:
     patch.status["phase"] = Phase.INVALID.value
     patch.status["message"] = message
     patch.status["conditions"] = merge_conditions([], [condition("Ready", False, reason, message)])
     metrics.set_phase(namespace, name, Phase.INVALID)
-    return kopf.PermanentError(message)
 
 
 def _stop_refused(
@@ -155,11 +159,7 @@ def _stop_refused(
     try:
         return suspend_in_place(clients().cloudformation, str(stack), uid)
     except StackWaitError as wait:
-        message = f"{refusal}; {wait.message}"
-        patch.status["phase"] = Phase.INVALID.value
-        patch.status["message"] = message
-        patch.status["conditions"] = merge_conditions([], [condition("Ready", False, "PolicyDenied", message)])
-        metrics.set_phase(namespace, name, Phase.INVALID)
+        _mark_invalid(patch, namespace, name, f"{refusal}; {wait.message}", "PolicyDenied")
         raise kopf.TemporaryError(wait.message, delay=backoff(retry)) from None
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
         if is_retryable(error):
@@ -304,8 +304,9 @@ def reconcile(
             configured_policy().check(namespace, task)
         except PolicyViolationError as error:
             logger.error(f"refused by the tenant policy: {error}")
-            message = f"{error}; {_stop_refused(status, namespace, name, uid, retry, patch, str(error))}"
-            raise _invalid(body, patch, namespace, name, message.rstrip("; "), reason="PolicyDenied") from None
+            stopped = _stop_refused(status, namespace, name, uid, retry, patch, str(error))
+            message = f"{error}; {stopped}" if stopped else str(error)
+            raise _invalid(body, patch, namespace, name, message, reason="PolicyDenied") from None
         generation = int(meta.get("generation") or 0)
         try:
             arns = _secret_arns(task, Owner(SETTINGS.cluster_id, namespace, name, uid))
@@ -388,7 +389,8 @@ def observe(
     with timed("observe"):
         aws = clients()
         synced_before = dict(view.get("stackSync") or {})  # reconcile's own field: never stale for long
-        pending = int(view.get("observedGeneration") or 0) < int(meta.get("generation") or 0)
+        generation = int(meta.get("generation") or 0)
+        pending = int(view.get("observedGeneration") or 0) < generation
         try:
             stack = describe(aws.cloudformation, view["stackName"])
             if stack is None:
@@ -433,7 +435,6 @@ def observe(
         if progress.depth:
             observed["queueDepth"] = progress.depth.pending
             observed["deadLetterDepth"] = dead
-        generation = int(meta.get("generation") or 0)
         looked = stack_conditions(
             stack,
             pending=pending,
