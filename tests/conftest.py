@@ -182,6 +182,12 @@ def promtool() -> str:
 from dth.devtools.node import missing_node_binaries  # noqa: E402
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The node's tests last: its cluster (a second control plane, containerd and kubelet) is started by the
+    first of them and lives until the session ends, so it should not run beside every other test."""
+    items.sort(key=lambda item: item.get_closest_marker("node") is not None)
+
+
 @pytest.fixture(scope="session")
 def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKubernetes]:
     """A control plane of its own with a real node: pods run (containerd, CNI bridge, kubelet, scheduler)."""

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from dth.devtools.cfnproxy import CfnProxy
+from dth.devtools.console import OidcProvider
 from dth.devtools.ecs_pods import PodLauncher
 from dth.devtools.ecs_runner import EcsRunner
 from dth.devtools.image_build import BuildReport, ProjectImages, build_project_images, missing_programs
@@ -211,6 +213,116 @@ def test_the_operator_runs_in_a_pod_from_the_chart(
     assert base64.b64decode(secret["data"]["AWS_ACCESS_KEY_ID"]).decode() == MOTO_ACCESS_KEY
 
 
+#: Run inside the console's pod: its sign-in redirect, and what its ServiceAccount token may do in practice
+#: (argv: the namespace, a user RBAC lets read tasks there, a user it does not).
+CONSOLE_PROBE = """
+import http.client, json, os, ssl, sys, urllib.error, urllib.request
+namespace, reader, stranger = sys.argv[1:4]
+local = http.client.HTTPConnection("127.0.0.1", 8080, timeout=30)
+local.request("GET", "/login")
+answer = local.getresponse()
+results = {"login": [answer.status, answer.getheader("Location", "")]}
+api = "https://" + os.environ["KUBERNETES_SERVICE_HOST"]
+sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+token = open(sa + "/token").read()
+context = ssl.create_default_context(cafile=sa + "/ca.crt")
+def status(path, user=None):
+    headers = {"Authorization": "Bearer " + token}
+    if user:
+        headers["Impersonate-User"] = user
+    try:
+        return urllib.request.urlopen(urllib.request.Request(api + path, headers=headers), context=context).status
+    except urllib.error.HTTPError as error:
+        return error.code
+tasks = f"/apis/dth.io/v1alpha1/namespaces/{namespace}/transfertasks"
+results["tasks as reader"] = status(tasks, reader)
+results["tasks as stranger"] = status(tasks, stranger)
+results["secrets as itself"] = status(f"/api/v1/namespaces/{namespace}/secrets")
+print(json.dumps(results))
+"""
+
+
+def test_the_console_runs_in_a_pod_from_the_chart(
+    node_cluster: LocalKubernetes,
+    project_images: ProjectImages,
+    moto_server: MotoServer,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    node = node_cluster.node
+    with OidcProvider(tmp_path / "oidc.log", [{"sub": "reader", "email": "reader@example.com"}]) as provider:
+        provider.start()
+        # The pod reaches the provider at the node's address; its discovery document names that issuer.
+        issuer = f"http://{node.expose(provider.port)}"
+        create_secret(node_cluster, namespace, "aws-keys", {
+            "AWS_ACCESS_KEY_ID": MOTO_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": MOTO_SECRET_KEY})  # fmt: skip
+        create_secret(node_cluster, namespace, "oidc", {
+            "client-secret": "console-client-secret", "session-secret": "s" * 40})  # fmt: skip
+        node_cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(TASK_READER_ROLE))
+        node_cluster.kubectl("create", "rolebinding", "reader-tasks", "-n", namespace,
+                             f"--clusterrole={TASK_READER_ROLE['metadata']['name']}", "--user=reader@example.com")  # fmt: skip
+        values = operator_values(project_images, f"http://{node.expose(moto_server.port)}")
+        repository, tag = project_images.operator.name.rsplit(":", 1)
+        values["console"] = {
+            "enabled": True,
+            "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+            "publicUrl": "http://console.example",
+            "oidc": {"issuer": issuer, "clientId": "dth-console", "existingSecret": "oidc"},
+        }
+        release = Release(node_cluster, tmp_path / "helm", namespace)
+        began = time.monotonic()
+        release.install(values)
+        print(f"helm install --wait (operator and console): {time.monotonic() - began:.1f} s")
+
+        pod = console_pod(node_cluster, namespace)
+        name = pod["metadata"]["name"]
+        assert pod["spec"]["nodeName"] == node.node_name
+        assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True", release.describe()
+        assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["spec"]["securityContext"]["runAsUser"] == 10001
+        health = proxy_get(
+            node_cluster, f"/api/v1/namespaces/{namespace}/services/{RELEASE}-console:http/proxy/healthz"
+        )
+        assert health.strip() == "ok", health
+
+        done = node_cluster.kubectl(
+            "exec", "-n", namespace, name, "--", "python", "-c", CONSOLE_PROBE,
+            namespace, "reader@example.com", "stranger@example.com",
+        )  # fmt: skip
+        results = json.loads(done.stdout)
+        status, location = results["login"]
+        # Sign-in: the console read the provider's discovery document from inside the pod and sends the
+        # browser to its authorization endpoint, with PKCE, coming back to the public address.
+        assert status in (302, 307), results
+        assert location.startswith(f"{issuer}/"), location
+        assert "client_id=dth-console" in location and "code_challenge=" in location, location
+        assert "redirect_uri=http%3A%2F%2Fconsole.example%2Fauth%2Fcallback" in location, location
+        # Impersonation decides what a person sees; the console itself may not read a Secret.
+        assert results["tasks as reader"] == 200, results
+        assert results["tasks as stranger"] == 403, results
+        assert results["secrets as itself"] == 403, results
+        logs = node_cluster.kubectl("logs", "-n", namespace, name).stdout
+        assert "console-client-secret" not in logs and "s" * 40 not in logs
+
+
+#: Reading TransferTasks (the built-in `view` role does not cover custom resources on Kubernetes 1.20).
+TASK_READER_ROLE: dict[str, Any] = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRole",
+    "metadata": {"name": "dth-node-e2e-task-reader"},
+    "rules": [{"apiGroups": ["dth.io"], "resources": ["transfertasks"], "verbs": ["get", "list", "watch"]}],
+}
+
+
+def console_pod(cluster: LocalKubernetes, namespace: str) -> dict[str, Any]:
+    listed = cluster.kubectl(
+        "get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/name={RELEASE}-console", "-o", "json"
+    ).stdout
+    running = [pod for pod in json.loads(listed)["items"] if not pod["metadata"].get("deletionTimestamp")]
+    assert len(running) == 1, [pod["metadata"]["name"] for pod in running]
+    return dict(running[0])
+
+
 def create_secret(cluster: LocalKubernetes, namespace: str, name: str, data: dict[str, str]) -> None:
     manifest = {
         "apiVersion": "v1",
@@ -228,10 +340,21 @@ def task_status(cluster: LocalKubernetes, namespace: str, name: str) -> dict[str
     return dict(json.loads(done.stdout).get("status") or {})
 
 
+@pytest.fixture
+def cloudformation(own_moto: MotoServer) -> Iterator[CfnProxy]:
+    """CloudFormation that behaves as AWS's does, in front of moto: stacks pass through *_IN_PROGRESS, and an
+    update that changes nothing is refused ("No updates are to be performed."). Plain moto applies such an
+    update, and its UPDATE_COMPLETE fires a once-task's rule a second time when the replaced operator's pod
+    sends the spec its killed predecessor had already sent (seen here: the image synced twice)."""
+    with CfnProxy(own_moto.endpoint_url, hold=1.0) as proxy:
+        yield proxy
+
+
 def test_s3_and_image_tasks_succeed_with_the_operator_and_the_engines_in_pods(
     node_cluster: LocalKubernetes,
     project_images: ProjectImages,
     own_moto: MotoServer,
+    cloudformation: CfnProxy,
     radosgw: RadosGateway,
     registry: DockerRegistry,
     auth_registry: DockerRegistry,
@@ -240,6 +363,8 @@ def test_s3_and_image_tasks_succeed_with_the_operator_and_the_engines_in_pods(
 ) -> None:
     node = node_cluster.node
     moto_url = f"http://{node.expose(own_moto.port)}"
+    # The operator's AWS: CloudFormation as AWS behaves; every other call is passed through to moto.
+    aws_url = f"http://{node.expose(int(cloudformation.url.rsplit(':', 1)[1]))}"
     rgw_port = int(radosgw.endpoint_urls[0].rsplit(":", 1)[1])
     rgw_url = f"http://{node.expose(rgw_port)}"
     source_registry = node.expose(registry.port)
@@ -270,7 +395,7 @@ def test_s3_and_image_tasks_succeed_with_the_operator_and_the_engines_in_pods(
     login = {"username": auth_registry.username, "password": auth_registry.password}
     create_secret(node_cluster, namespace, "registry-login", login)
     release = Release(node_cluster, tmp_path / "helm", namespace)
-    values = operator_values(project_images, moto_url)
+    values = operator_values(project_images, aws_url)
     values["plugin"].update(subnets=list(network.subnets), securityGroups=list(network.security_groups))
     values["operator"].update(observeInterval=2, stackRetryDelay=1)
     release.install(values)
@@ -361,6 +486,9 @@ def test_s3_and_image_tasks_succeed_with_the_operator_and_the_engines_in_pods(
     assert {pod["spec"]["containers"][0]["image"] for pod in launched} == {project_images.engine.name}
     commands = {tuple(pod["spec"]["containers"][0]["args"]) for pod in launched}
     assert {("s3", "finder"), ("s3", "worker"), ("image", "sync-env")} <= commands, commands
+    # Each once-task ran once, though the operator that deployed it was replaced on the way.
+    runs = [tuple(pod["spec"]["containers"][0]["args"]) for pod in launched]
+    assert (runs.count(("s3", "finder")), runs.count(("image", "sync-env"))) == (1, 1), runs
     assert all("command" not in pod["spec"]["containers"][0] for pod in launched)  # the image's entrypoint, dth
 
     # helm upgrade with a changed value rolls the pod and keeps the tasks.

@@ -30,6 +30,7 @@ valid).
 from __future__ import annotations
 
 import http.client
+import sys
 import threading
 import time
 import uuid
@@ -115,6 +116,15 @@ class _Answer:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that goes away mid-request (an operator's pod killed by a test) is no error of the proxy's:
+    not printed as a traceback."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class CfnProxy:
     """Start with `with CfnProxy(moto.endpoint_url, hold=1.0) as proxy:` and point clients at `proxy.url`."""
 
@@ -129,7 +139,7 @@ class CfnProxy:
         self._failures: dict[tuple[str, str], Failure] = {}  # (operation, stack) -> the next one's failure
         self._lock = threading.RLock()
         self._stop = threading.Event()
-        self._server = ThreadingHTTPServer((host, 0), self._handler_class())
+        self._server = _QuietServer((host, 0), self._handler_class())
         self._server.daemon_threads = True
         self._threads = [
             threading.Thread(target=self._server.serve_forever, name="cfn-proxy", daemon=True),
