@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from dth.devtools.cfnproxy import CfnProxy
 from dth.devtools.ecs_runner import EcsRunner
@@ -25,36 +23,13 @@ from dth.devtools.faultproxy import Fault, FaultProxy
 from dth.devtools.kubernetes import LocalKubernetes
 from dth.devtools.moto import MotoServer
 from dth.devtools.operator_env import operator_environment
+from dth.devtools.operator_process import OperatorProcess, OperatorProcesses
 from dth.devtools.ports import free_port
 from dth.devtools.sites import S3Site
 from dth.devtools.stacks import LocalStacks
+from dth.devtools.task_namespace import TaskNamespace as Namespace
 from dth.devtools.waiting import wait_for
 from dth_operator.stacks import stack_name
-
-
-class Cluster:
-    """kubectl on the test cluster, in one namespace."""
-
-    def __init__(self, kubernetes: LocalKubernetes, namespace: str) -> None:
-        self.kubernetes = kubernetes
-        self.namespace = namespace
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.kubernetes.kubectl("-n", self.namespace, *args, input=input, check=check)
-
-    def apply(self, manifest: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=check)
-
-    def task(self, name: str) -> dict[str, Any] | None:
-        done = self.kubectl("get", "transfertask", name, "-o", "json", check=False)
-        return json.loads(done.stdout) if done.returncode == 0 else None
-
-    def status(self, name: str) -> dict[str, Any]:
-        task = self.task(name) or {}
-        return dict(task.get("status") or {})
-
-    def phase(self, name: str) -> str | None:
-        return self.status(name).get("phase")
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +46,18 @@ def aws(moto_server: MotoServer) -> LocalStacks:
 
 
 @pytest.fixture
-def cluster(kubernetes: LocalKubernetes, transfertask_crd: str, unique_name: str) -> Iterator[Cluster]:
+def cluster(kubernetes: LocalKubernetes, transfertask_crd: str, unique_name: str) -> Iterator[Namespace]:
     kubernetes.kubectl("create", "namespace", unique_name)
-    yield Cluster(kubernetes, unique_name)
+    yield Namespace(kubernetes, unique_name)
     kubernetes.kubectl("delete", "namespace", unique_name, "--wait=false", check=False)
 
 
 @pytest.fixture
 def start_operator(
-    kubernetes: LocalKubernetes, moto_server: MotoServer, aws: LocalStacks, cluster: Cluster, tmp_path: Path
-) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    network = aws.network(cluster.namespace)
-    started: list[subprocess.Popen[str]] = []
+    kubernetes: LocalKubernetes, moto_server: MotoServer, aws: LocalStacks, cluster: Namespace, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    network = aws.network(cluster.name)
+    processes = OperatorProcesses(tmp_path)
     metrics_port = free_port()
 
     def start(
@@ -94,48 +69,24 @@ def start_operator(
         settings: dict[str, str] | None = None,
         kubeconfig: Path | None = None,
         namespaces: list[str] | None = None,
-    ) -> subprocess.Popen[str]:
+    ) -> OperatorProcess:
         env = operator_environment(
             kubeconfig or kubernetes.kubeconfig,
             endpoint or moto_server.endpoint_url,
             network,
             engine_image="dth-engine:test",
             observe_interval=1,
-            metrics_port=metrics_port if not started else free_port(),  # replicas side by side
+            metrics_port=metrics_port if not processes.started else free_port(),  # replicas side by side
             stack_retry_delay=0.5,
         )
         env.update(settings or {})
-        log = (tmp_path / f"operator-{len(started)}.log").open("w")  # closed when the test's tmp_path goes
         where = ["--peering", "dth-operator", "--priority", str(priority)] if peering else ["--standalone"]
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dth_operator",
-                *[arg for namespace in namespaces or [cluster.namespace] for arg in ("--namespace", namespace)],
-                *where,
-                "--liveness",
-                liveness,
-                "--verbose",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        started.append(process)
-        process.log = log.name  # type: ignore[attr-defined]
-        return process
+        watched = [arg for namespace in namespaces or [cluster.name] for arg in ("--namespace", namespace)]
+        return processes.start(env, [*watched, *where, "--liveness", liveness, "--verbose"])
 
     start.metrics_port = metrics_port  # type: ignore[attr-defined]
     yield start
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    processes.stop_all()
 
 
 def secret(name: str, site: S3Site) -> dict[str, Any]:
@@ -173,7 +124,7 @@ def create_stack_fault(status: int, code: str, times: int | None = None) -> Faul
     )
 
 
-def events(cluster: Cluster, name: str) -> list[tuple[str, str, str]]:
+def events(cluster: Namespace, name: str) -> list[tuple[str, str, str]]:
     """(type, reason, message) of the Events about one TransferTask."""
     listed = json.loads(cluster.kubectl("get", "events", "-o", "json").stdout)["items"]
     return [
@@ -196,7 +147,7 @@ def parameters(stack: dict[str, Any]) -> dict[str, str]:
 
 @pytest.mark.operator_e2e
 def test_apply_runs_the_transfer_and_reports_success(
-    cluster: Cluster,
+    cluster: Namespace,
     start_operator: Callable[..., Any],
     aws: LocalStacks,
     moto_server: MotoServer,
@@ -249,7 +200,7 @@ def test_apply_runs_the_transfer_and_reports_success(
 
 
 def test_invalid_specs_get_a_condition_that_names_the_problem(
-    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, rgw_site: S3Site
+    cluster: Namespace, start_operator: Callable[..., Any], aws: LocalStacks, rgw_site: S3Site
 ) -> None:
     start_operator()
     same = transfer_task("loop", rgw_site, "same-bucket", "same-bucket")
@@ -262,7 +213,7 @@ def test_invalid_specs_get_a_condition_that_names_the_problem(
     assert loop_ready["type"] == "Ready" and loop_ready["status"] == "False"
     assert "source and destination overlap" in loop_ready["message"]
     assert "Secret" in cluster.status("nosecret")["message"] and "rgw-keys" in cluster.status("nosecret")["message"]
-    assert stacks(aws, cluster.namespace) == []
+    assert stacks(aws, cluster.name) == []
     wait_for(
         lambda: "overlap" in cluster.kubectl("get", "events", "-o", "json").stdout,
         timeout=30,
@@ -272,7 +223,7 @@ def test_invalid_specs_get_a_condition_that_names_the_problem(
 
 @pytest.mark.operator_e2e
 def test_update_suspend_delete_and_retain(
-    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, rgw_site: S3Site, unique_name: str
+    cluster: Namespace, start_operator: Callable[..., Any], aws: LocalStacks, rgw_site: S3Site, unique_name: str
 ) -> None:
     cluster.apply(secret("rgw-keys", rgw_site))
     start_operator()
@@ -305,7 +256,7 @@ def test_update_suspend_delete_and_retain(
 
 @pytest.mark.operator_e2e
 def test_restart_mid_provisioning_adopts_the_stack_and_throttling_is_retried(
-    cluster: Cluster,
+    cluster: Namespace,
     start_operator: Callable[..., Any],
     aws: LocalStacks,
     moto_server: MotoServer,
@@ -360,7 +311,7 @@ def test_metrics_exposition_passes_promtool(promtool: str) -> None:
 
 
 def test_liveness_endpoint_answers_and_reports_whether_aws_is_reachable(
-    cluster: Cluster, start_operator: Callable[..., Any], moto_server: MotoServer
+    cluster: Namespace, start_operator: Callable[..., Any], moto_server: MotoServer
 ) -> None:
     alive_port, cut_off_port = free_port(), free_port()
     start_operator(liveness=f"http://127.0.0.1:{alive_port}/healthz")
@@ -398,13 +349,13 @@ def handled(process: Any, task: str) -> bool:
     return False
 
 
-def peers(cluster: Cluster) -> dict[str, Any]:
+def peers(cluster: Namespace) -> dict[str, Any]:
     found = cluster.kubectl("get", "kopfpeering", "dth-operator", "-o", "json", check=False)
     return dict(json.loads(found.stdout).get("status") or {}) if found.returncode == 0 else {}
 
 
 def test_two_replicas_with_peering_only_one_reconciles_and_the_other_takes_over(
-    cluster: Cluster, start_operator: Callable[..., Any], rgw_site: S3Site, kopf_peering_crds: None
+    cluster: Namespace, start_operator: Callable[..., Any], rgw_site: S3Site, kopf_peering_crds: None
 ) -> None:
     peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "dth-operator"}}
     cluster.apply(peering)
@@ -425,7 +376,7 @@ def test_two_replicas_with_peering_only_one_reconciles_and_the_other_takes_over(
 
 
 def test_access_denied_is_reported_on_the_resource_not_retried(
-    cluster: Cluster, start_operator: Callable[..., Any], moto_server: MotoServer, rgw_site: S3Site, aws: LocalStacks
+    cluster: Namespace, start_operator: Callable[..., Any], moto_server: MotoServer, rgw_site: S3Site, aws: LocalStacks
 ) -> None:
     cluster.apply(secret("rgw-keys", rgw_site))
     with FaultProxy(moto_server.endpoint_url) as proxy:
@@ -442,11 +393,11 @@ def test_access_denied_is_reported_on_the_resource_not_retried(
     assert "AWS refused the stack" in status["message"]
     stack_synced = {c["type"]: c for c in status["conditions"]}["StackSynced"]
     assert stack_synced["status"] == "False" and stack_synced["reason"] == "AccessDenied"
-    assert stacks(aws, cluster.namespace) == []
+    assert stacks(aws, cluster.name) == []
 
 
 def test_an_unreadable_template_is_reported_on_the_resource(
-    cluster: Cluster, start_operator: Callable[..., Any], rgw_site: S3Site, aws: LocalStacks, tmp_path: Path
+    cluster: Namespace, start_operator: Callable[..., Any], rgw_site: S3Site, aws: LocalStacks, tmp_path: Path
 ) -> None:
     cluster.apply(secret("rgw-keys", rgw_site))
     missing = tmp_path / "nowhere" / "s3-plugin.yaml"
@@ -456,12 +407,12 @@ def test_an_unreadable_template_is_reported_on_the_resource(
     status = cluster.status("notemplate")
     assert str(missing) in status["message"] and "operator setting" in status["message"]
     assert {c["type"]: c["reason"] for c in status["conditions"]}["StackSynced"] == "TemplateUnreadable"
-    assert stacks(aws, cluster.namespace) == []
+    assert stacks(aws, cluster.name) == []
 
 
 @pytest.mark.operator_e2e
 def test_an_image_task_copies_between_registries_and_reports_success(
-    cluster: Cluster,
+    cluster: Namespace,
     start_operator: Callable[..., Any],
     aws: LocalStacks,
     moto_server: MotoServer,
@@ -527,7 +478,7 @@ def test_an_image_task_copies_between_registries_and_reports_success(
 
 @pytest.mark.operator_e2e
 def test_a_missing_bucket_fails_the_task_with_a_message_that_names_it(
-    cluster: Cluster,
+    cluster: Namespace,
     start_operator: Callable[..., Any],
     aws: LocalStacks,
     moto_server: MotoServer,
@@ -559,7 +510,7 @@ def test_a_missing_bucket_fails_the_task_with_a_message_that_names_it(
 # --- stack states, through the CloudFormation stand-in (dth.devtools.cfnproxy) ---------------------------
 
 
-def conditions(cluster: Cluster, name: str) -> dict[str, dict[str, Any]]:
+def conditions(cluster: Namespace, name: str) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in cluster.status(name).get("conditions", [])}
 
 
@@ -572,15 +523,15 @@ def stacks_of(aws: LocalStacks) -> list[dict[str, Any]]:
     return [s for s in found if s["StackStatus"] != "DELETE_COMPLETE"]
 
 
-def synced(cluster: Cluster, name: str) -> dict[str, Any]:
+def synced(cluster: Namespace, name: str) -> dict[str, Any]:
     return conditions(cluster, name).get("StackSynced", {})
 
 
-def generation(cluster: Cluster, name: str) -> int:
+def generation(cluster: Namespace, name: str) -> int:
     return int((cluster.task(name) or {}).get("metadata", {}).get("generation", 0))
 
 
-def applied(cluster: Cluster, name: str) -> bool:
+def applied(cluster: Namespace, name: str) -> bool:
     """The task's current generation is applied and its stack in sync."""
     status = cluster.status(name)
     return (
@@ -590,14 +541,14 @@ def applied(cluster: Cluster, name: str) -> bool:
 
 @pytest.mark.operator_e2e
 def test_a_spec_change_while_the_stack_is_in_progress_waits_and_is_applied_after(
-    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
+    cluster: Namespace, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
 ) -> None:
     cluster.apply(secret("rgw-keys", rgw_site))
     with CfnProxy(moto_server.endpoint_url, hold=600) as cfn:  # each phase ends when the test releases it
         start_operator(cfn.url)
         task = transfer_task("busy", rgw_site, "bucket-a", "bucket-b")
         cluster.apply(task)
-        (created,) = wait_for(lambda: stacks(aws, cluster.namespace), what="the stack")
+        (created,) = wait_for(lambda: stacks(aws, cluster.name), what="the stack")
         name = created["StackName"]
         wait_for(lambda: cfn.status(name) == "CREATE_IN_PROGRESS", what="the create")
         task["spec"]["options"]["workers"] = 7
@@ -625,16 +576,16 @@ def test_a_spec_change_while_the_stack_is_in_progress_waits_and_is_applied_after
         wait_for(lambda: cfn.calls["UpdateStack"] >= 2 and cfn.status(name) == "UPDATE_IN_PROGRESS", what="update 3")
         cfn.release(name)
         wait_for(lambda: applied(cluster, "busy"), what="generation 3 applied", detail=lambda: cluster.status("busy"))
-    assert parameters(stacks(aws, cluster.namespace)[0])["OptionsWorkers"] == "9"
+    assert parameters(stacks(aws, cluster.name)[0])["OptionsWorkers"] == "9"
     assert not [e for e in events(cluster, "busy") if e[0] == "Warning"]
 
 
 @pytest.mark.operator_e2e
 def test_a_create_that_rolls_back_is_deleted_and_created_again_then_fails_after_three_tries(
-    cluster: Cluster, start_operator: Callable[..., Any], moto_server: MotoServer, rgw_site: S3Site
+    cluster: Namespace, start_operator: Callable[..., Any], moto_server: MotoServer, rgw_site: S3Site
 ) -> None:
     cluster.apply(secret("rgw-keys", rgw_site))
-    once, always = stack_name("default", cluster.namespace, "once"), stack_name("default", cluster.namespace, "always")
+    once, always = stack_name("default", cluster.name, "once"), stack_name("default", cluster.name, "always")
     with CfnProxy(moto_server.endpoint_url, hold=0.3) as cfn:
         cfn.fail_next_create(once, "WorkerService", "subnet-0123 does not exist")
         cfn.fail_next_create(always, "QueuePolicy", "Invalid policy document", "AWS::SQS::QueuePolicy", times=3)
@@ -664,10 +615,10 @@ def test_a_create_that_rolls_back_is_deleted_and_created_again_then_fails_after_
 
 @pytest.mark.operator_e2e
 def test_an_update_that_rolls_back_keeps_the_task_running_degraded_until_the_next_change(
-    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
+    cluster: Namespace, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
 ) -> None:
     cluster.apply(secret("rgw-keys", rgw_site))
-    name = stack_name("default", cluster.namespace, "rollback")
+    name = stack_name("default", cluster.name, "rollback")
     with CfnProxy(moto_server.endpoint_url, hold=0.3) as cfn:
         start_operator(cfn.url)
         task = transfer_task("rollback", rgw_site, "bucket-a", "bucket-b")
@@ -703,10 +654,10 @@ def test_an_update_that_rolls_back_keeps_the_task_running_degraded_until_the_nex
 
 @pytest.mark.operator_e2e
 def test_a_failed_rollback_is_continued_or_reported_when_it_cannot_be(
-    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
+    cluster: Namespace, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
 ) -> None:
     cluster.apply(secret("rgw-keys", rgw_site))
-    fixed, stuck = (stack_name("default", cluster.namespace, task) for task in ("fixed", "stuck"))
+    fixed, stuck = (stack_name("default", cluster.name, task) for task in ("fixed", "stuck"))
     with CfnProxy(moto_server.endpoint_url, hold=0.3) as cfn:
         start_operator(cfn.url)
         tasks = {name: transfer_task(name, rgw_site, f"{name}-a", f"{name}-b") for name in ("fixed", "stuck")}
@@ -741,10 +692,10 @@ def test_a_failed_rollback_is_continued_or_reported_when_it_cannot_be(
 
 @pytest.mark.operator_e2e
 def test_a_failed_delete_warns_and_is_retried_with_backoff(
-    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
+    cluster: Namespace, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
 ) -> None:
     cluster.apply(secret("rgw-keys", rgw_site))
-    name = stack_name("default", cluster.namespace, "sticky")
+    name = stack_name("default", cluster.name, "sticky")
     with CfnProxy(moto_server.endpoint_url, hold=0.3) as cfn:
         start_operator(cfn.url)
         cluster.apply(transfer_task("sticky", rgw_site, "bucket-a", "bucket-b"))
@@ -767,7 +718,7 @@ def test_a_failed_delete_warns_and_is_retried_with_backoff(
             if e[1] == "StackDeleteFailed"
         )
         assert len(waits) == 2 and waits[0] < waits[1]  # backoff: each wait longer than the one before
-    assert stacks(aws, cluster.namespace) == []
+    assert stacks(aws, cluster.name) == []
 
 
 # --- ownership: never touch another task's stack or secret --------------------------------------------
@@ -776,19 +727,19 @@ def test_a_failed_delete_warns_and_is_retried_with_backoff(
 @pytest.mark.operator_e2e
 def test_tasks_whose_names_read_alike_get_their_own_stacks_and_deleting_one_keeps_the_other(
     kubernetes: LocalKubernetes,
-    cluster: Cluster,
+    cluster: Namespace,
     start_operator: Callable[..., Any],
     aws: LocalStacks,
     rgw_site: S3Site,
     unique_name: str,
 ) -> None:
     # dth-<ns>-x-y-z twice under the old names: namespace "<ns>" with task "x-y-z", namespace "<ns>-x" with "y-z".
-    other = Cluster(kubernetes, f"{unique_name}-x")
-    kubernetes.kubectl("create", "namespace", other.namespace)
+    other = Namespace(kubernetes, f"{unique_name}-x")
+    kubernetes.kubectl("create", "namespace", other.name)
     try:
         for where in (cluster, other):
             where.apply(secret("rgw-keys", rgw_site))
-        start_operator(namespaces=[cluster.namespace, other.namespace])
+        start_operator(namespaces=[cluster.name, other.name])
         cluster.apply(transfer_task("x-y-z", rgw_site, "bucket-a", "bucket-b"))
         other.apply(transfer_task("y-z", rgw_site, "bucket-c", "bucket-d"))
         wait_for(lambda: applied(cluster, "x-y-z"), what="the first task", detail=lambda: cluster.status("x-y-z"))
@@ -800,16 +751,16 @@ def test_tasks_whose_names_read_alike_get_their_own_stacks_and_deleting_one_keep
         assert aws.describe(first)["StackStatus"] == "CREATE_COMPLETE"
         assert not stack_exists(aws, second)
     finally:
-        kubernetes.kubectl("delete", "namespace", other.namespace, "--wait=false", check=False)
+        kubernetes.kubectl("delete", "namespace", other.name, "--wait=false", check=False)
 
 
 @pytest.mark.operator_e2e
 def test_a_stack_or_secret_of_another_owner_is_reported_and_never_touched(
-    cluster: Cluster, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
+    cluster: Namespace, start_operator: Callable[..., Any], aws: LocalStacks, moto_server: MotoServer, rgw_site: S3Site
 ) -> None:
     cluster.apply(secret("rgw-keys", rgw_site))
     # A stack under the name this task will get, made by someone else (another UID).
-    taken = stack_name("default", cluster.namespace, "taken")
+    taken = stack_name("default", cluster.name, "taken")
     aws.cloudformation.create_stack(
         StackName=taken,
         TemplateBody=json.dumps({"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}),
@@ -817,7 +768,7 @@ def test_a_stack_or_secret_of_another_owner_is_reported_and_never_touched(
     )
     # A Secrets Manager secret under the name this task's copy will get, with another owner's tags.
     secretsmanager = aws.client("secretsmanager")
-    foreign = f"dth/default/{cluster.namespace}/borrowed/rgw-keys"
+    foreign = f"dth/default/{cluster.name}/borrowed/rgw-keys"
     secretsmanager.create_secret(
         Name=foreign, SecretString="theirs", Tags=[{"Key": "dth.io/uid", "Value": "someone-else"}]
     )
@@ -845,7 +796,7 @@ def test_a_stack_or_secret_of_another_owner_is_reported_and_never_touched(
 
 @pytest.mark.operator_e2e
 def test_two_clusters_sharing_one_account_never_touch_each_others_stack_or_secret(
-    cluster: Cluster,
+    cluster: Namespace,
     start_operator: Callable[..., Any],
     aws: LocalStacks,
     rgw_site: S3Site,
@@ -856,8 +807,8 @@ def test_two_clusters_sharing_one_account_never_touch_each_others_stack_or_secre
     with LocalKubernetes(tmp_path / "west", controller_manager=False) as west_server:
         west_server.kubectl("apply", "-f", str(Path(__file__).resolve().parents[1] / "crds" / "transfertask.yaml"))
         west_server.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/transfertasks.dth.io")
-        west_server.kubectl("create", "namespace", cluster.namespace)
-        east, west = cluster, Cluster(west_server, cluster.namespace)
+        west_server.kubectl("create", "namespace", cluster.name)
+        east, west = cluster, Namespace(west_server, cluster.name)
         keys = {"east": secret("rgw-keys", rgw_site), "west": secret("rgw-keys", rgw_site)}
         keys["west"]["data"]["access_key_id"] = base64.b64encode(b"WEST-KEY-ID").decode()
         east.apply(keys["east"])
@@ -876,7 +827,7 @@ def test_two_clusters_sharing_one_account_never_touch_each_others_stack_or_secre
         secretsmanager = aws.client("secretsmanager")
 
         def copied(cluster_id: str) -> dict[str, str]:
-            name = f"dth/{cluster_id}/{cluster.namespace}/copy/rgw-keys"
+            name = f"dth/{cluster_id}/{cluster.name}/copy/rgw-keys"
             return dict(json.loads(secretsmanager.get_secret_value(SecretId=name)["SecretString"]))
 
         assert copied("east")["access_key_id"] == rgw_site.access_key
@@ -886,6 +837,6 @@ def test_two_clusters_sharing_one_account_never_touch_each_others_stack_or_secre
         assert aws.describe(named["east"])["StackStatus"] == "CREATE_COMPLETE"
         assert copied("east")["access_key_id"] == rgw_site.access_key
         assert not stack_exists(aws, named["west"])
-        assert not secretsmanager.list_secrets(Filters=[{"Key": "name", "Values": [f"dth/west/{cluster.namespace}/"]}])[
+        assert not secretsmanager.list_secrets(Filters=[{"Key": "name", "Values": [f"dth/west/{cluster.name}/"]}])[
             "SecretList"
         ]

@@ -12,7 +12,6 @@ import base64
 import json
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,33 +22,15 @@ import yaml
 from dth.devtools.kubernetes import LocalKubernetes
 from dth.devtools.moto import MotoServer
 from dth.devtools.operator_env import operator_environment
+from dth.devtools.operator_process import OperatorProcess, OperatorProcesses
 from dth.devtools.ports import free_port
 from dth.devtools.stacks import LocalStacks
+from dth.devtools.task_namespace import TaskNamespace as Namespace
 from dth.devtools.waiting import wait_for
 from dth_operator.admission import NAMESPACE_NAME_LABEL, WEBHOOK_PATH, webhook_configuration
 from dth_operator.secrets import secret_id
 
 SECRETS = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
-
-
-class Namespace:
-    def __init__(self, kubernetes: LocalKubernetes, name: str) -> None:
-        self.kubernetes = kubernetes
-        self.name = name
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.kubernetes.kubectl("-n", self.name, *args, input=input, check=check)
-
-    def apply(self, manifest: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=check)
-
-    def status(self, task: str) -> dict[str, Any]:
-        done = self.kubectl("get", "transfertask", task, "-o", "json", check=False)
-        return dict(json.loads(done.stdout).get("status") or {}) if done.returncode == 0 else {}
-
-    def events(self, task: str) -> list[tuple[str, str]]:
-        listed = json.loads(self.kubectl("get", "events", "-o", "json").stdout)["items"]
-        return [(e.get("reason", ""), e.get("message", "")) for e in listed if e["involvedObject"]["name"] == task]
 
 
 @pytest.fixture(scope="module")
@@ -102,37 +83,21 @@ def start_operator(
     moto_server: MotoServer,
     tenants: tuple[Namespace, Namespace],
     tmp_path: Path,
-) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+) -> Iterator[Callable[..., OperatorProcess]]:
     a, b = tenants
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(policy(a.name, b.name)), encoding="utf-8")
     network = LocalStacks(moto_server.endpoint_url).network(a.name)
-    started: list[subprocess.Popen[str]] = []
+    processes = OperatorProcesses(tmp_path)
 
-    def start(settings: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def start(settings: dict[str, str] | None = None) -> OperatorProcess:
         env = operator_environment(kubernetes.kubeconfig, moto_server.endpoint_url, network, observe_interval=1)
         env.update({"DTH_TENANT_POLICY": str(policy_file), **(settings or {})})
-        log = (tmp_path / f"operator-{len(started)}.log").open("w")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dth_operator", "--standalone", "--liveness", "", "--verbose"]
-            + [f"--namespace={namespace.name}" for namespace in tenants],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        process.log = log.name  # type: ignore[attr-defined]
-        started.append(process)
-        return process
+        arguments = ["--standalone", "--liveness", "", "--verbose"]
+        return processes.start(env, arguments + [f"--namespace={namespace.name}" for namespace in tenants])
 
     yield start
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    processes.stop_all()
 
 
 def s3_task(name: str, source: str, destination: str, **credentials: str) -> dict[str, Any]:
@@ -216,7 +181,9 @@ def test_reconcile_refuses_what_the_policy_gives_only_to_another_namespace(
             "PermissionsBoundaryArn"
         ] == boundary
     refused = wait_for(
-        lambda: [m for r, m in a.events("b-bucket") if r == "PolicyDenied"], timeout=30, what="a PolicyDenied Event"
+        lambda: [e.message for e in a.events("b-bucket") if e.reason == "PolicyDenied"],
+        timeout=30,
+        what="a PolicyDenied Event",
     )
     assert "sourceBuckets of rule tenant-a" in refused[0]
 
@@ -324,7 +291,7 @@ def test_changing_a_referenced_secret_reaches_secrets_manager(
             what=f"the new value in {task}'s Secrets Manager copy",
         )
     assert "rotated-secret-value" not in json.dumps(a.status("rotated"))
-    rotated = wait_for(lambda: [m for r, m in a.events("rotated") if r == "SecretRotated"], what="an Event")
+    rotated = wait_for(lambda: [e.message for e in a.events("rotated") if e.reason == "SecretRotated"], what="an Event")
     assert "source-keys" in rotated[0] and "rotated-secret-value" not in rotated[0]
 
 
@@ -351,7 +318,7 @@ def test_a_narrower_policy_turns_a_deployed_task_invalid_and_stops_its_stack_whe
     def suspended() -> bool:
         (described,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
         values = {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
-        return described["StackStatus"] == "UPDATE_COMPLETE" and values["Suspend"] == "true"
+        return bool(described["StackStatus"] == "UPDATE_COMPLETE" and values["Suspend"] == "true")
 
     wait_for(suspended, what="the refused task's stack suspended")
     wait_for(lambda: "is suspended" in a.status("was-allowed")["message"], what="the task saying so")

@@ -5,23 +5,20 @@ value, and `status.failures` lists the first failed objects of the last run as t
 from __future__ import annotations
 
 import base64
-import json
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from dth.devtools.ecs_runner import EcsRunner
 from dth.devtools.kubernetes import LocalKubernetes
 from dth.devtools.moto import MotoServer
 from dth.devtools.operator_env import operator_environment
+from dth.devtools.operator_process import OperatorProcess, OperatorProcesses, stop
 from dth.devtools.sites import S3Site
 from dth.devtools.stacks import LocalStacks
+from dth.devtools.task_namespace import TaskNamespace as Namespace
 from dth.devtools.waiting import wait_for
 from dth.state.dynamodb import DynamoStatusStore
 from dth.state.store import ObjectResult, ObjectState, Operation, PlannedObject
@@ -29,37 +26,6 @@ from dth_operator.runs import RUN_NOW_ANNOTATION, RUN_NOW_STARTED_BY
 from dth_operator.stacks import stack_name, task_name
 
 LAST_HANDLED = "dth.io/last-handled-configuration"
-
-
-class Namespace:
-    """kubectl on the test cluster, in one namespace."""
-
-    def __init__(self, kubernetes: LocalKubernetes, name: str) -> None:
-        self.kubernetes = kubernetes
-        self.name = name
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.kubernetes.kubectl("-n", self.name, *args, input=input, check=check)
-
-    def apply(self, manifest: dict[str, Any]) -> None:
-        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
-
-    def task(self, name: str) -> dict[str, Any]:
-        return dict(json.loads(self.kubectl("get", "transfertask", name, "-o", "json").stdout))
-
-    def status(self, name: str) -> dict[str, Any]:
-        return dict(self.task(name).get("status") or {})
-
-    def annotate(self, name: str, key: str, value: str | None) -> None:
-        self.kubectl("annotate", "--overwrite", "tt", name, f"{key}-" if value is None else f"{key}={value}")
-
-    def events(self, name: str) -> list[tuple[str, str, str]]:
-        listed = json.loads(self.kubectl("get", "events", "-o", "json").stdout)["items"]
-        return [
-            (e.get("type", ""), e.get("reason", ""), e.get("message", ""))
-            for e in listed
-            if e["involvedObject"].get("name") == name and e["involvedObject"].get("kind") == "TransferTask"
-        ]
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +50,10 @@ def namespace(kubernetes: LocalKubernetes, transfertask_crd: str, unique_name: s
 @pytest.fixture
 def start_operator(
     kubernetes: LocalKubernetes, moto_server: MotoServer, aws: LocalStacks, namespace: Namespace, tmp_path: Path
-) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
+) -> Iterator[Callable[..., OperatorProcess]]:
+    processes = OperatorProcesses(tmp_path)
 
-    def start(settings: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def start(settings: dict[str, str] | None = None) -> OperatorProcess:
         env = operator_environment(
             kubernetes.kubeconfig,
             moto_server.endpoint_url,
@@ -97,25 +63,10 @@ def start_operator(
             stack_retry_delay=0.5,
         )
         env.update(settings or {})
-        log = (tmp_path / f"operator-{len(started)}.log").open("w")
-        command = [sys.executable, "-m", "dth_operator", "--namespace", namespace.name, "--standalone", "--verbose"]
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-        started.append(process)
-        return process
+        return processes.start(env, ["--namespace", namespace.name, "--standalone", "--verbose"])
 
     yield start
-    for process in started:
-        stop(process)
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    processes.stop_all()
 
 
 def keys_secret(site: S3Site) -> dict[str, Any]:
@@ -163,7 +114,7 @@ NEVER_DUE = "0 0 1 1 *"
 @pytest.mark.operator_e2e
 def test_run_now_starts_the_finder_once_per_value_and_is_refused_while_suspended(
     namespace: Namespace,
-    start_operator: Callable[..., subprocess.Popen[str]],
+    start_operator: Callable[..., OperatorProcess],
     aws: LocalStacks,
     moto_server: MotoServer,
     rgw_site: S3Site,
@@ -184,7 +135,7 @@ def test_run_now_starts_the_finder_once_per_value_and_is_refused_while_suspended
     broken["metadata"]["annotations"] = {RUN_NOW_ANNOTATION: "2026-01-01T00:00:00Z"}
     namespace.apply(broken)
     refused = wait_for(
-        lambda: [e for e in namespace.events("broken") if e[1] == "RunNowRefused"], what="run-now refused"
+        lambda: [e for e in namespace.events("broken") if e.reason == "RunNowRefused"], what="run-now refused"
     )
     assert refused[0][0] == "Warning" and "not deployed" in refused[0][2]
     assert namespace.status("broken")["lastRunNowHandled"] == "2026-01-01T00:00:00Z"
@@ -208,7 +159,7 @@ def test_run_now_starts_the_finder_once_per_value_and_is_refused_while_suspended
             detail=lambda: namespace.status("nightly"),
         )
         assert len(client.list_objects_v2(Bucket=destination)["Contents"]) == 3
-        started = [e for e in namespace.events("nightly") if e[1] == "RunNow"]
+        started = [e for e in namespace.events("nightly") if e.reason == "RunNow"]
         assert started and started[0][0] == "Normal" and "2026-12-02T04:00:00Z" in started[0][2]
 
         # The same value never runs twice: not when another annotation changes, not when the operator
@@ -218,7 +169,7 @@ def test_run_now_starts_the_finder_once_per_value_and_is_refused_while_suspended
         namespace.annotate("nightly", LAST_HANDLED, None)
         operator = start_operator()
         wait_for(
-            lambda: LAST_HANDLED in (namespace.task("nightly")["metadata"].get("annotations") or {}),
+            lambda: LAST_HANDLED in (namespace.existing("nightly")["metadata"].get("annotations") or {}),
             what="the restarted operator to handle the task again",
         )
         assert len(run_now_tasks(aws, cluster)) == 1
@@ -249,7 +200,7 @@ def test_run_now_starts_the_finder_once_per_value_and_is_refused_while_suspended
     assert len(run_now_tasks(aws, cluster)) == 2
     refusal = namespace.status("nightly")["runNow"]
     assert refusal["result"] == "Refused" and "suspended" in refusal["message"]
-    assert any(e[1] == "RunNowRefused" and "suspended" in e[2] for e in namespace.events("nightly"))
+    assert any(e.reason == "RunNowRefused" and "suspended" in e.message for e in namespace.events("nightly"))
 
 
 # Keys as S3 allows them: spaces, percent signs, plus, unicode, a tab, dots, query-like text, an emoji.
@@ -259,7 +210,7 @@ ODD_KEYS = ["a dir/ü ñ.txt", "b%2Fencoded+plus", "c\ttab", "d/../dots", "e?q=1
 @pytest.mark.operator_e2e
 def test_status_lists_the_first_failures_of_the_last_run_with_their_keys_as_recorded(
     namespace: Namespace,
-    start_operator: Callable[..., subprocess.Popen[str]],
+    start_operator: Callable[..., OperatorProcess],
     aws: LocalStacks,
     rgw_site: S3Site,
     unique_name: str,
@@ -308,12 +259,12 @@ def test_a_run_now_claim_holds_only_for_the_version_read(
     reader of the same version (a stale event, another replica) gets a conflict and starts nothing."""
     import kubernetes as client
 
-    from dth_operator import handlers, run_now
+    from dth_operator import run_now, status_writes
 
     api = client.config.new_client_from_config(config_file=str(kubernetes.kubeconfig))
-    monkeypatch.setattr(handlers, "_kubernetes", client.client.CustomObjectsApi(api))
+    monkeypatch.setattr(status_writes, "_kubernetes", client.client.CustomObjectsApi(api))
     namespace.apply(s3_task("claimed", S3Site("http://127.0.0.1:9", "a", "b"), "src", "dst"))
-    read = namespace.task("claimed")["metadata"]["resourceVersion"]
+    read = namespace.existing("claimed")["metadata"]["resourceVersion"]
     assert run_now.claim(namespace.name, "claimed", read, "2026-12-02T05:00:00Z")
     assert namespace.status("claimed")["lastRunNowHandled"] == "2026-12-02T05:00:00Z"
     assert not run_now.claim(namespace.name, "claimed", read, "2026-12-02T05:00:00Z")

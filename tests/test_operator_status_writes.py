@@ -13,7 +13,7 @@ import kubernetes
 import pytest
 
 from dth.devtools.kubernetes import LocalKubernetes
-from dth_operator import handlers
+from dth_operator import status_writes
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def task(kubernetes: LocalKubernetes, transfertask_crd: str, monkeypatch: pytest
     }
     kubernetes.kubectl("apply", "-f", "-", input=json.dumps(manifest))
     api = kubernetes_api(kubernetes)
-    monkeypatch.setattr(handlers, "_kubernetes", api)
+    monkeypatch.setattr(status_writes, "_kubernetes", api)
     yield namespace
     kubernetes.kubectl("delete", "namespace", namespace, "--wait=false")
 
@@ -46,14 +46,14 @@ def kubernetes_api(cluster: LocalKubernetes) -> Any:
 
 def read(namespace: str) -> dict[str, Any]:
     return dict(
-        handlers._kubernetes.get_namespaced_custom_object("dth.io", "v1alpha1", namespace, "transfertasks", "t")
+        status_writes._kubernetes.get_namespaced_custom_object("dth.io", "v1alpha1", namespace, "transfertasks", "t")
     )
 
 
 def test_a_write_from_a_stale_view_is_refused_and_changes_nothing(task: str) -> None:
     seen = read(task)["metadata"]["resourceVersion"]  # what the timer's view holds
-    assert handlers.write_status(task, "t", {"phase": "Invalid", "message": "refused by rule x"})  # reconcile
-    written = handlers.write_status(task, "t", {"phase": "Running", "message": "transferring"}, seen_version=seen)
+    assert status_writes.write_status(task, "t", {"phase": "Invalid", "message": "refused by rule x"})  # reconcile
+    written = status_writes.write_status(task, "t", {"phase": "Running", "message": "transferring"}, seen_version=seen)
     assert written is False
     status = read(task)["status"]
     assert (status["phase"], status["message"]) == ("Invalid", "refused by rule x")
@@ -61,5 +61,5 @@ def test_a_write_from_a_stale_view_is_refused_and_changes_nothing(task: str) -> 
 
 def test_a_write_from_the_current_view_is_made(task: str) -> None:
     seen = read(task)["metadata"]["resourceVersion"]
-    assert handlers.write_status(task, "t", {"phase": "Running", "message": "transferring"}, seen_version=seen)
+    assert status_writes.write_status(task, "t", {"phase": "Running", "message": "transferring"}, seen_version=seen)
     assert read(task)["status"]["phase"] == "Running"

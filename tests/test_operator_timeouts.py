@@ -12,7 +12,7 @@ import kopf
 import kubernetes
 import pytest
 
-from dth_operator import handlers, kube, secrets
+from dth_operator import kube, secrets, status_writes
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def silent_api_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     configuration.retries = 0
     previous = kubernetes.client.Configuration.get_default_copy()
     kubernetes.client.Configuration.set_default(configuration)
-    monkeypatch.setattr(handlers, "_kubernetes", kubernetes.client.CustomObjectsApi())
+    monkeypatch.setattr(status_writes, "_kubernetes", kubernetes.client.CustomObjectsApi())
     monkeypatch.setattr(kube, "REQUEST_TIMEOUT", (2.0, 2.0))
     try:
         yield host
@@ -57,7 +57,7 @@ def ends(call: Callable[[], Any]) -> BaseException | None:
 
 
 def test_status_writes_end_when_the_api_server_never_answers(silent_api_server: str) -> None:
-    error = ends(lambda: handlers.write_status("ns", "task", {"phase": "Running"}))
+    error = ends(lambda: status_writes.write_status("ns", "task", {"phase": "Running"}))
     assert isinstance(error, kopf.TemporaryError)
     assert "did not answer" in str(error)
 

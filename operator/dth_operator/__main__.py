@@ -8,7 +8,7 @@ import sys
 
 import kopf
 
-from dth_operator import admission, handlers, rotation, run_now  # noqa: F401 - importing registers the handlers
+from dth_operator import admission, finalizer, handlers, observe, rotation, run_now  # noqa: F401 - importing registers the handlers
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ import kopf
 
 from dth.errors import SpecError
 from dth.spec.model import API_GROUP, API_VERSION, KIND, PLURAL, Phase
-from dth_operator.handlers import SETTINGS, clients
+from dth_operator.context import SETTINGS, clients
 from dth_operator.secrets import REQUIRED_KEYS, Owner, copy_secret
 
 IMAGE_KEYS = ("username", "password")

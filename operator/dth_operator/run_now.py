@@ -12,9 +12,10 @@ import kopf
 from dth.spec.model import Phase
 from dth_operator import runs
 from dth_operator.aws import count, error_message
-from dth_operator.handlers import RESOURCE, clients, timed, write_status
+from dth_operator.context import RESOURCE, clients, timed
 from dth_operator.runs import RunNowOutcome, RunNowResult
 from dth_operator.stacks import describe
+from dth_operator.status_writes import write_status
 
 
 @kopf.on.event(*RESOURCE)

@@ -36,6 +36,11 @@ CONSOLE_CLUSTER_ROLE: dict[str, Any] = {
 
 
 class _Process:
+    """A local server process logging to a file: started, then waited for until it answers."""
+
+    #: How the process is named in errors and waits.
+    what = "process"
+
     def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self._argv = argv
         self._log_path = log
@@ -48,6 +53,22 @@ class _Process:
             self.process = subprocess.Popen(
                 self._argv, stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
             )
+
+    def start(self) -> Self:
+        self._start()
+
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.what} exited: {self.log_text()[-2000:]}")
+            return self._answers()
+
+        wait_for(ready, timeout=60, what=self.what)
+        return self
+
+    def _answers(self) -> bool:
+        """Whether the server answers yet."""
+        raise NotImplementedError
 
     def log_text(self) -> str:
         try:
@@ -74,6 +95,8 @@ class _Process:
 class OidcProvider(_Process):
     """oidc-provider-mock on a free port, with predefined users (claims as JSON, `sub` required)."""
 
+    what = "oidc-provider-mock"
+
     def __init__(self, log: Path, users: list[dict[str, Any]]) -> None:
         self.port = free_port()
         program = shutil.which("oidc-provider-mock")
@@ -87,25 +110,18 @@ class OidcProvider(_Process):
     def issuer(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def start(self) -> Self:
-        self._start()
-
-        def ready() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"oidc-provider-mock exited: {self.log_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.issuer}/.well-known/openid-configuration", timeout=2):
-                    return True
-            except OSError:
-                return False
-
-        wait_for(ready, timeout=60, what="oidc-provider-mock")
-        return self
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.issuer}/.well-known/openid-configuration", timeout=2):
+                return True
+        except OSError:
+            return False
 
 
 class ConsoleProcess(_Process):
     """`dth console` on a free port: local mode with a kubeconfig, or in-cluster mode with `settings`."""
+
+    what = "dth console"
 
     def __init__(self, log: Path, *, kubeconfig: Path | None = None, settings: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -120,17 +136,8 @@ class ConsoleProcess(_Process):
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def start(self) -> Self:
-        self._start()
-
-        def ready() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dth console exited: {self.log_text()[-2000:]}")
-            return port_is_open(self.port)
-
-        wait_for(ready, timeout=60, what="dth console")
-        return self
+    def _answers(self) -> bool:
+        return port_is_open(self.port)
 
 
 def service_account_kubeconfig(kubernetes: LocalKubernetes, namespace: str, name: str, path: Path) -> Path:
