@@ -1,10 +1,16 @@
 """LeanS3Client: the boto3 S3 client's methods for the hot data-path operations, on the lean stack; every
 other attribute is the wrapped boto3 client's, so the engine needs no change.
 
-What boto3 still provides: the credentials (botocore's provider chain, refreshed when they expire), the
-endpoint rules (which host and region a bucket is served from), the service model (arguments and answer
-shapes) and the exception classes. Errors are raised as boto3 raises them: ClientError subclasses with the
-same response dict, BotoCoreError subclasses for connection failures.
+What boto3 still provides: the credentials (botocore's provider chain, refreshed when they expire) unless the
+environment gives static keys, the endpoint rules (which host and region a bucket is served from) unless the
+endpoint is path-style at a given URL, every operation the lean client does not serve, and the exception
+classes. The service model (arguments and answer shapes) is botocore's data file, read by dth.s3.lean.model.
+Errors are raised as boto3 raises them: ClientError subclasses with the same response dict, BotoCoreError
+subclasses for connection failures.
+
+The boto3 client is built on first need (a call the lean client does not serve, an error answer, a bucket whose
+route needs the endpoint rules): a sync whose requests all succeed on a path-style endpoint never builds it,
+and so never imports botocore's session, client or urllib3 (a third of a second of start-up).
 """
 
 from __future__ import annotations
@@ -20,11 +26,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import botocore.exceptions
-import botocore.response
-import botocore.utils
 
 from dth.s3.lean import xml
 from dth.s3.lean.http import ConnectionPools, HttpSettings, StaleConnection, send
+from dth.s3.lean.model import s3_service_model
 from dth.s3.lean.operations import DELEGATED_ARGUMENTS, ERRORS_IN_200, OPERATIONS, Operation, encode_key
 from dth.s3.lean.retries import RetryQuota, backoff, retryable_error
 from dth.s3.lean.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, SigV4Signer
@@ -44,6 +49,15 @@ class Route:
     base_path: str  # "/bucket" for path-style addressing, "" for virtual-hosted
     region: str
     endpoint_url: str
+
+
+@dataclass(frozen=True)
+class PathStyleEndpoint:
+    """A given endpoint URL addressed path-style: every bucket at URL/bucket, signed for `region` (what S3's
+    endpoint rules give for a custom endpoint with path-style addressing; tests/test_lean_client.py checks)."""
+
+    url: str
+    region: str
 
 
 @dataclass(frozen=True)
@@ -115,15 +129,21 @@ class LeanS3Client:
         max_attempts: int = 3,
         http_settings: HttpSettings | None = None,
         regional_client: Callable[[str], Any] | None = None,
+        path_style: PathStyleEndpoint | None = None,
     ) -> None:
-        self._boto = boto_client
+        """`boto_client`: the boto3 S3 client, or a function that builds it (called once, on first need).
+        `path_style`: route buckets without the endpoint rules."""
+        self._boto: Any = None if callable(boto_client) else boto_client
+        self._boto_factory: Callable[[], Any] | None = boto_client if callable(boto_client) else None
+        self._boto_lock = threading.Lock()
         self._credentials = credentials
         self._max_attempts = max(1, max_attempts)
         self._pools = ConnectionPools(http_settings or HttpSettings())
         self._signer = SigV4Signer("s3")
         self._quota = RetryQuota()
         self._regional_client = regional_client
-        model = boto_client.meta.service_model
+        self._path_style = path_style
+        model = s3_service_model()
         self._operations = {
             method: Operation.from_model(model.operation_model(op)) for method, op in OPERATIONS.items()
         }
@@ -131,10 +151,17 @@ class LeanS3Client:
         self._routes_lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._boto, name)
+        if name.startswith("_"):  # not yet set in __init__, or a private name: never the boto3 client's
+            raise AttributeError(name)
+        return getattr(self.boto3_client, name)
 
     @property
     def boto3_client(self) -> Any:
+        if self._boto is None:
+            with self._boto_lock:
+                if self._boto is None:
+                    assert self._boto_factory is not None
+                    self._boto = self._boto_factory()
         return self._boto
 
     # --- the operations, with boto3's names and arguments --------------------------------
@@ -175,7 +202,7 @@ class LeanS3Client:
     def get_paginator(self, operation_name: str) -> Any:
         if operation_name == "list_objects_v2":
             return _ListObjectsV2Paginator(self)
-        return self._boto.get_paginator(operation_name)
+        return self.boto3_client.get_paginator(operation_name)
 
     # --- one call ----------------------------------------------------------------------------
 
@@ -184,7 +211,7 @@ class LeanS3Client:
         if DELEGATED_ARGUMENTS.intersection(arguments) or not (
             body_argument is None or isinstance(body_argument, bytes | bytearray | memoryview)
         ):
-            result: dict[str, Any] = getattr(self._boto, method)(**arguments)
+            result: dict[str, Any] = getattr(self.boto3_client, method)(**arguments)
             return result
         operation = self._operations[method]
         bucket = arguments.get("Bucket")
@@ -202,8 +229,13 @@ class LeanS3Client:
         cached = self._routes.get(bucket)
         if cached is not None and (region is None or cached.region == region):
             return cached
-        client = self._boto if region is None or self._regional_client is None else self._regional_client(region)
-        url, signing_region = _resolve(client, bucket)
+        if region is None and self._path_style is not None:
+            url, signing_region = f"{self._path_style.url.rstrip('/')}/{bucket}", self._path_style.region
+        else:
+            client = (
+                self.boto3_client if region is None or self._regional_client is None else self._regional_client(region)
+            )
+            url, signing_region = _resolve(client, bucket)
         parts = urlsplit(url)
         scheme = parts.scheme
         port = parts.port or _DEFAULT_PORTS[scheme]
@@ -346,12 +378,16 @@ class LeanS3Client:
         result = operation.parse_headers(answer.headers)
         if "Expires" in result:  # botocore keeps the text, and drops an Expires that is no timestamp
             result["ExpiresString"] = result["Expires"]
+            import botocore.utils  # rare: only answers that carry an Expires header
+
             try:
                 botocore.utils.parse_timestamp(result["Expires"])
             except (ValueError, RuntimeError):
                 del result["Expires"]
         output = operation.model.output_shape
         if operation.name == "GetObject":
+            import botocore.response  # with urllib3: only where objects stream through this process
+
             length = answer.headers.get("content-length")
             result["Body"] = botocore.response.StreamingBody(answer.response, int(length) if length else None)
         elif operation.name == "ListObjectsV2":
@@ -376,7 +412,7 @@ class LeanS3Client:
         if "Code" not in error:
             error = {"Code": str(answer.status), "Message": http.client.responses.get(answer.status, "")}
         response = {"Error": error, "ResponseMetadata": metadata}
-        kind = self._boto.exceptions.from_code(error["Code"])
+        kind = self.boto3_client.exceptions.from_code(error["Code"])
         exception: botocore.exceptions.ClientError = kind(response, operation.name)
         return exception
 
