@@ -127,6 +127,36 @@ def test_an_object_the_server_always_refuses_is_reported_and_the_rest_arrive(
     ]
 
 
+def test_source_bytes_corrupted_in_transit_never_land(
+    rgw_site: S3Site, proxy: FaultProxy, unique_name: str, tmp_path: Path
+) -> None:
+    """A streamed copy sends the source's own MD5 (its ETag) as Content-MD5 instead of hashing what it read:
+    bytes changed on the way are refused by the destination, and retried from a fresh read."""
+    keys = ["flaky", "broken", "fine"]
+    client = fill(rgw_site, f"{unique_name}-a", keys)
+    client.create_bucket(Bucket=f"{unique_name}-b")
+    # The body of "flaky" is changed once, that of "broken" on every read (same length, other bytes).
+    proxy.add(Fault(method="GET", path_contains="flaky", rewrite=("flaky", "FLAKY"), times=1))
+    proxy.add(Fault(method="GET", path_contains="broken", rewrite=("broken", "BROKEN")))
+    code, report, _ = sync(
+        rgw_site,
+        tmp_path / "s.db",
+        f"s3://{unique_name}-a",
+        f"s3://{unique_name}-b",
+        "--source-endpoint",
+        proxy.url,
+        "--dest-endpoint",
+        rgw_site.url,
+    )
+    assert code == 1
+    assert [f["key"] for f in report["failed"]] == ["broken"]
+    copied = {
+        o["Key"]: client.get_object(Bucket=f"{unique_name}-b", Key=o["Key"])["Body"].read()
+        for o in client.list_objects_v2(Bucket=f"{unique_name}-b")["Contents"]
+    }
+    assert copied == {"flaky": b"flaky" * 100, "fine": b"fine" * 100}
+
+
 def test_a_failing_source_listing_deletes_nothing_in_mirror_mode(
     rgw_site: S3Site, proxy: FaultProxy, unique_name: str, tmp_path: Path
 ) -> None:

@@ -94,6 +94,16 @@ def _is_md5(etag: str) -> bool:
     return len(etag) == 32 and "-" not in etag
 
 
+def _etag_md5(etag: str) -> bytes | None:
+    """The MD5 a single-part ETag spells, or None where it is no MD5."""
+    if not _is_md5(etag):
+        return None
+    try:
+        return bytes.fromhex(etag)
+    except ValueError:
+        return None
+
+
 def reusable_parts(layout: list[PartRange], stored: dict[int, StoredPart]) -> dict[int, str]:
     """The ETags of the stored parts that are parts of this layout (same number, same size)."""
     return {
@@ -414,21 +424,22 @@ class ObjectCopier:
     def _put_object(self, key: str, size: int, etag: str, mark: bool) -> CopyResult:
         with self._buffer_for(size) as buffer:
             data, response = self._read_source(key, etag, into=buffer)
-            digest = _md5(data)
             source_kms = response.get("ServerSideEncryption") == "aws:kms"
-            if _is_md5(etag) and not source_kms and digest.hexdigest() != etag:
-                raise CopyError(f"content read from the source has MD5 {digest.hexdigest()}, its ETag is {etag}")
+            # A plain single-part source's ETag is the MD5 of its content: sent as Content-MD5, the destination
+            # checks the bytes against it (and refuses any changed on the way), with no hashing here. Other
+            # sources' bytes are hashed, to send what was read.
+            md5 = (None if source_kms else _etag_md5(etag)) or _md5(data).digest()
             # An SSE-KMS source's ETag is no MD5: the copy's cannot equal it, so the copy records it.
             arguments = self._new_object_arguments(key, response, etag, mark or source_kms)
             result = self.destination.client.put_object(
                 Bucket=self.destination.bucket,
                 Key=self.destination.key_for(key),
                 Body=self._body(data),
-                ContentMD5=base64.b64encode(digest.digest()).decode(),
+                ContentMD5=base64.b64encode(md5).decode(),
                 **arguments,
             )
         dest_etag = normalize_etag(result.get("ETag"))
-        if self._etags_are_md5 and dest_etag and dest_etag != digest.hexdigest():
+        if self._etags_are_md5 and dest_etag and dest_etag != md5.hex():
             raise CopyError(f"destination ETag {dest_etag} differs from the MD5 of what was sent")
         return CopyResult(dest_etag, size, "put")
 
