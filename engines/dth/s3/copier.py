@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import botocore.exceptions
 
-from dth.s3.buffers import BufferPool, MemoryBudget, pool_size
+from dth.s3.buffers import SMALL_READ, BufferPool, MemoryBudget, pool_size
 from dth.s3.compare import SOURCE_ETAG_METADATA, ObjectDetails
 from dth.s3.listing import normalize_etag
 from dth.s3.parts import PartRange, guess_part_size, multipart_etag, parts_count, plan_parts, ranges_of
@@ -140,7 +140,8 @@ class ObjectCopier:
         self.server_side = shares_service(source, destination)
         self._parts = part_pool
         # Streamed parts are read into these reusable buffers (the bound on buffers in flight), and the budget
-        # bounds every streamed byte: the pool's bytes, or one object up to the multipart threshold.
+        # bounds every streamed byte but small reads: the pool's bytes, or one object up to the multipart
+        # threshold. Small reads add at most one SMALL_READ per worker.
         self.buffers = buffers or BufferPool(pool_size(options.concurrency, options.chunk_size), options.chunk_size)
         self._memory = memory or MemoryBudget(max(self.buffers.count * self.buffers.size, options.multipart_threshold))
         # The lean client sends a view of a buffer as it is; botocore wants bytes.
@@ -407,7 +408,12 @@ class ObjectCopier:
     @contextlib.contextmanager
     def _buffer_for(self, length: int) -> Iterator[bytearray | None]:
         """A pooled buffer for a read of `length` bytes, or None where a plain read is better (small or larger
-        than a part); either way the bytes are counted in the memory budget."""
+        than a part). Small reads (at most one per worker, each under SMALL_READ) are outside the budget: part
+        buffers fill it, and a small object waiting behind them left the link idle between parts; every other
+        read is counted in it."""
+        if length < SMALL_READ:
+            yield None
+            return
         reserved = self._memory.acquire(length)
         try:
             if self.buffers.fits(length):
