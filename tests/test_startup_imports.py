@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dth.devtools.sites import S3Site
 
 # Packages and modules `dth s3 sync` must not import, with the reason.
@@ -69,8 +71,9 @@ def test_the_dth_parser_imports_no_engine_and_no_sdk() -> None:
     assert loaded == [], f"`dth`'s parser loaded {explain(loaded)}"
 
 
+@pytest.mark.parametrize("endpoints", ["one", "two"], ids=["server-side", "streamed"])
 def test_s3_sync_on_static_keys_copies_and_resyncs_without_botocore_sessions_or_the_image_task(
-    rgw_site: S3Site, unique_name: str, tmp_path: Path
+    rgw_site: S3Site, rgw_site2: S3Site, unique_name: str, tmp_path: Path, endpoints: str
 ) -> None:
     client = rgw_site.client()
     source, destination = f"{unique_name}-src", f"{unique_name}-dst"
@@ -79,7 +82,12 @@ def test_s3_sync_on_static_keys_copies_and_resyncs_without_botocore_sessions_or_
     for index in range(5):
         client.put_object(Bucket=source, Key=f"k/{index}", Body=b"x" * index)
     state = tmp_path / "state.sqlite"
-    arguments = ("s3", "sync", f"s3://{source}", f"s3://{destination}", "--endpoint", rgw_site.url)
+    where = (
+        ("--endpoint", rgw_site.url)
+        if endpoints == "one"
+        else ("--source-endpoint", rgw_site.url, "--dest-endpoint", rgw_site2.url)
+    )
+    arguments = ("s3", "sync", f"s3://{source}", f"s3://{destination}", *where)
     for run in ("first sync", "no-op re-sync"):
         code, loaded, output = probe(*arguments, "--output", "json", "--state", str(state), site=rgw_site)
         assert code == 0, output

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import botocore.exceptions
 
 from dth.s3.lean import xml
+from dth.s3.lean.body import StreamingBody
 from dth.s3.lean.http import ConnectionPools, HttpSettings, StaleConnection, send
 from dth.s3.lean.model import s3_service_model
 from dth.s3.lean.operations import DELEGATED_ARGUMENTS, ERRORS_IN_200, OPERATIONS, Operation, encode_key
@@ -386,10 +387,8 @@ class LeanS3Client:
                 del result["Expires"]
         output = operation.model.output_shape
         if operation.name == "GetObject":
-            import botocore.response  # with urllib3: only where objects stream through this process
-
             length = answer.headers.get("content-length")
-            result["Body"] = botocore.response.StreamingBody(answer.response, int(length) if length else None)
+            result["Body"] = StreamingBody(answer.response, int(length) if length else None)
         elif operation.name == "ListObjectsV2":
             result.update(xml.parse_list_objects_v2(output, answer.body, auto_encoding))
         elif operation.output_payload and answer.body:
