@@ -23,6 +23,7 @@ import botocore.exceptions
 
 from dth.s3.buffers import SMALL_READ, BufferPool, MemoryBudget, pool_size
 from dth.s3.compare import SOURCE_ETAG_METADATA, ObjectDetails
+from dth.s3.lean.client import UNSIGNED_BODY_ARGUMENT
 from dth.s3.listing import normalize_etag
 from dth.s3.parts import PartRange, guess_part_size, multipart_etag, parts_count, plan_parts, ranges_of
 from dth.s3.sides import S3Side, error_code, shares_service
@@ -146,6 +147,7 @@ class ObjectCopier:
         self._memory = memory or MemoryBudget(max(self.buffers.count * self.buffers.size, options.multipart_threshold))
         # The lean client sends a view of a buffer as it is; botocore wants bytes.
         self._sends_views = bool(getattr(type(destination.client), "sends_memoryview", False))
+        self._unsigned_bodies = bool(getattr(type(destination.client), "accepts_unsigned_body", False))
         # KMS-encrypted objects have ETags that are not MD5s: nothing to compare them with.
         self._etags_are_md5 = self.dest_spec.sse is not SseMode.AWS_KMS
         # Whether this service's CopyObject keeps a multipart source's ETag (Ceph clones the object; AWS writes
@@ -452,11 +454,13 @@ class ObjectCopier:
     def _multipart(self, key: str, size: int, etag: str, layout: list[PartRange], mark: bool) -> CopyResult:
         resumed = self.resume_upload(key, etag, mark)
         upload_id = resumed[0] if resumed else self.start_upload(key, etag, mark)
+        # The source's own part layout: finish_upload completes only if the parts' ETags add up to the source's.
+        own_layout = not mark and self._etags_are_md5 and parts_count(etag) == len(layout)
         stored = reusable_parts(layout, resumed[1]) if resumed else {}
         futures: dict[int, Future[str]] = {}
         try:
             futures = {
-                part.number: self._parts.submit(self.copy_part, key, etag, upload_id, part)
+                part.number: self._parts.submit(self.copy_part, key, etag, upload_id, part, own_layout)
                 for part in layout
                 if part.number not in stored
             }
@@ -518,14 +522,16 @@ class ObjectCopier:
             return None
         return upload.upload_id, stored
 
-    def copy_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
-        """Copy one part; returns its ETag. Server side where possible, streamed otherwise."""
+    def copy_part(self, key: str, etag: str, upload_id: str, part: PartRange, own_layout: bool = False) -> str:
+        """Copy one part; returns its ETag. Server side where possible, streamed otherwise. `own_layout`: a
+        part of the source's own layout, whose upload is completed only if all parts' ETags add up to the
+        source's ETag (finish_upload checks)."""
         self._check_cancelled()
         # Ceph decodes UploadPartCopy's copy source twice, so `a%41b` would silently copy `aAb`:
         # keys with `%` are streamed, which is correct on every service.
         if self._copies_parts_server_side(key):
             return self._copy_part(key, etag, upload_id, part)
-        return self._stream_part(key, etag, upload_id, part)
+        return self._stream_part(key, etag, upload_id, part, own_layout)
 
     def _copies_parts_server_side(self, key: str) -> bool:
         return self.server_side and "%" not in self.source.key_for(key)
@@ -609,20 +615,28 @@ class ObjectCopier:
         )
         return normalize_etag(response["CopyPartResult"]["ETag"])
 
-    def _stream_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
+    def _stream_part(self, key: str, etag: str, upload_id: str, part: PartRange, own_layout: bool = False) -> str:
         with self._buffer_for(part.size) as buffer:
-            data, _ = self._read_source(key, etag, part, into=buffer)
-            digest = _md5(data)
-            response = self.destination.client.upload_part(
-                Bucket=self.destination.bucket,
-                Key=self.destination.key_for(key),
-                UploadId=upload_id,
-                PartNumber=part.number,
-                Body=self._body(data),
-                ContentMD5=base64.b64encode(digest.digest()).decode(),
-            )
+            data, read = self._read_source(key, etag, part, into=buffer)
+            arguments: dict[str, Any] = {
+                "Bucket": self.destination.bucket,
+                "Key": self.destination.key_for(key),
+                "UploadId": upload_id,
+                "PartNumber": part.number,
+                "Body": self._body(data),
+            }
+            # A part of the source's own layout (not SSE-KMS: its ETag is no MD5) is verified with all the
+            # others through the multipart ETag before the upload completes: not hashed here, and sent unsigned
+            # where the client can (the MD5 was half of a streamed copy's CPU). Other parts carry their MD5.
+            verified_later = own_layout and read.get("ServerSideEncryption") != "aws:kms"
+            digest = None if verified_later and self._unsigned_bodies else _md5(data)
+            if digest is None:
+                arguments[UNSIGNED_BODY_ARGUMENT] = True
+            else:
+                arguments["ContentMD5"] = base64.b64encode(digest.digest()).decode()
+            response = self.destination.client.upload_part(**arguments)
         part_etag = normalize_etag(response.get("ETag"))
-        if self._etags_are_md5 and part_etag != digest.hexdigest():
+        if digest is not None and self._etags_are_md5 and part_etag != digest.hexdigest():
             raise CopyError(f"part {part.number}: destination ETag {part_etag} differs from the MD5 sent")
         return part_etag
 

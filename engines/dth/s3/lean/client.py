@@ -36,6 +36,7 @@ from dth.s3.lean.retries import RetryQuota, backoff, retryable_error
 from dth.s3.lean.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, SigV4Signer
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+UNSIGNED_BODY_ARGUMENT = "UnsignedBody"
 _REDIRECT_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"})
 
 
@@ -121,6 +122,11 @@ def _translate(error: BaseException, url: str) -> Exception:
 class LeanS3Client:
     # Bodies may be memoryviews (of a reused buffer): sent as they are, never copied (dth.s3.buffers).
     sends_memoryview = True
+    # PutObject and UploadPart take UnsignedBody=True (not a boto3 argument): the body is sent without
+    # Content-MD5 and without a SHA-256 of it in the signature, as botocore sends bodies over https. Only for a
+    # caller that verifies the bytes otherwise: the copier, for parts whose ETags must add up to the source's
+    # multipart ETag before the upload is completed.
+    accepts_unsigned_body = True
 
     def __init__(
         self,
@@ -208,6 +214,8 @@ class LeanS3Client:
     # --- one call ----------------------------------------------------------------------------
 
     def _call(self, method: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        # Not a boto3 argument (see accepts_unsigned_body): taken out before anything else sees the arguments.
+        unsigned = bool(arguments.pop(UNSIGNED_BODY_ARGUMENT, False))
         body_argument = arguments.get("Body")
         if DELEGATED_ARGUMENTS.intersection(arguments) or not (
             body_argument is None or isinstance(body_argument, bytes | bytearray | memoryview)
@@ -223,7 +231,7 @@ class LeanS3Client:
         auto_encoding = method == "list_objects_v2"
         if auto_encoding:
             query.append(("encoding-type", "url"))
-        answer, attempts = self._send(operation, bucket, key, query, headers, body)
+        answer, attempts = self._send(operation, bucket, key, query, headers, body, unsigned)
         return self._parse(operation, answer, attempts, auto_encoding)
 
     def route(self, bucket: str, region: str | None = None) -> Route:
@@ -255,6 +263,7 @@ class LeanS3Client:
         query: list[tuple[str, str | None]],
         headers: dict[str, str],
         body: Any,
+        unsigned: bool = False,
     ) -> tuple[_Answer, int]:
         route = self.route(bucket)
         redirected = False
@@ -265,7 +274,7 @@ class LeanS3Client:
             error: BaseException | None = None
             code: str | None = None
             try:
-                answer = self._attempt(operation, route, key, query, dict(headers), body)
+                answer = self._attempt(operation, route, key, query, dict(headers), body, unsigned)
             except (OSError, http.client.HTTPException) as failure:
                 error = failure
             if answer is not None:
@@ -301,8 +310,9 @@ class LeanS3Client:
         query: list[tuple[str, str | None]],
         headers: dict[str, str],
         body: Any,
+        unsigned: bool = False,
     ) -> _Answer:
-        target = self._sign(operation, route, key, query, headers, body)
+        target = self._sign(operation, route, key, query, headers, body, unsigned=unsigned)
         connection, reused, prefix = self._pools.acquire(route.scheme, route.host, route.port)
         try:
             response = send(connection, operation.method, (prefix or "") + target, headers, body, reused)
@@ -339,6 +349,8 @@ class LeanS3Client:
         headers: dict[str, str],
         body: Any,
         amz_date: str | None = None,
+        *,
+        unsigned: bool = False,
     ) -> str:
         """Sign the request in place (headers); returns the request target, path and query."""
         path = route.base_path + "/" + encode_key(key) if key is not None else (route.base_path or "/")
@@ -355,7 +367,7 @@ class LeanS3Client:
             path=path,
             query=query,
             headers=headers,
-            payload_hash=_payload_hash(headers, body),
+            payload_hash=UNSIGNED_PAYLOAD if unsigned and body else _payload_hash(headers, body),
             amz_date=amz_date,
         )
         headers["Host"] = route.host_header
