@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 ACCESS_KEY = "AWS_ACCESS_KEY_ID"
 SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
-TOKENS = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")  # botocore's order
+TOKENS = ("AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")  # botocore's order: the first one not empty
 EXPIRY = "AWS_CREDENTIAL_EXPIRATION"
 
 
@@ -53,5 +53,5 @@ def static_keys_from_environment(environ: Mapping[str, str] | None = None) -> St
     access_key, secret_key = environ.get(ACCESS_KEY, ""), environ.get(SECRET_KEY, "")
     if not access_key or not secret_key or EXPIRY in environ:
         return None
-    token = next((environ[name] for name in TOKENS if name in environ), None)  # the first one set, even if empty
-    return StaticCredentials(FrozenKeys(access_key, secret_key, token or None))
+    token = next((environ[name] for name in TOKENS if environ.get(name)), None)
+    return StaticCredentials(FrozenKeys(access_key, secret_key, token))
