@@ -60,6 +60,11 @@ class SourceVanishedError(CopyError):
         super().__init__(message, retryable=False)
 
 
+class _GuessedLayoutMismatchError(CopyError):
+    """Unhashed parts of a guessed layout whose ETags do not add up to the source's: the guess was wrong, or
+    bytes changed on the way. The copy is done again with every part hashed."""
+
+
 class CopyCancelled(Exception):  # noqa: N818 - not an error: the user asked to stop
     """The run was stopped (Ctrl-C): the copy was given up, and its multipart upload aborted."""
 
@@ -452,20 +457,38 @@ class ObjectCopier:
         return CopyResult(dest_etag, size, "put")
 
     def _multipart(self, key: str, size: int, etag: str, layout: list[PartRange], mark: bool) -> CopyResult:
+        # Streamed parts whose ETags can add up to the source's (its own layout, or a guess of it) are checked
+        # that way before the upload completes, and are not hashed one by one: MD5 was half of a streamed big
+        # object's CPU.
+        unhashed = self._parts_add_up_to_the_source(key, etag, layout)
+        try:
+            return self._upload_parts(key, size, etag, layout, mark, unhashed)
+        except _GuessedLayoutMismatchError:
+            # Not the uploader's layout after all, or bytes changed on the way: once more, every part hashed.
+            return self._upload_parts(key, size, etag, layout, mark, unhashed=False)
+
+    def _parts_add_up_to_the_source(self, key: str, etag: str, layout: list[PartRange]) -> bool:
+        if self._copies_parts_server_side(key) or not self._etags_are_md5 or parts_count(etag) != len(layout):
+            return False
+        # An SSE-KMS source's ETag is no MD5 of anything: its parts are hashed.
+        return self.head_source(key, etag).get("ServerSideEncryption") != "aws:kms"
+
+    def _upload_parts(
+        self, key: str, size: int, etag: str, layout: list[PartRange], mark: bool, unhashed: bool
+    ) -> CopyResult:
         resumed = self.resume_upload(key, etag, mark)
         upload_id = resumed[0] if resumed else self.start_upload(key, etag, mark)
-        # The source's own part layout: finish_upload completes only if the parts' ETags add up to the source's.
-        own_layout = not mark and self._etags_are_md5 and parts_count(etag) == len(layout)
         stored = reusable_parts(layout, resumed[1]) if resumed else {}
         futures: dict[int, Future[str]] = {}
         try:
             futures = {
-                part.number: self._parts.submit(self.copy_part, key, etag, upload_id, part, own_layout)
+                part.number: self._parts.submit(self.copy_part, key, etag, upload_id, part, unhashed)
                 for part in layout
                 if part.number not in stored
             }
             part_etags = [(number, future.result()) for number, future in futures.items()]
-            return self.finish_upload(key, size, etag, upload_id, [*stored.items(), *part_etags], mark)
+            parts = [*stored.items(), *part_etags]
+            return self.finish_upload(key, size, etag, upload_id, parts, mark, must_add_up=unhashed)
         except BaseException:
             for future in futures.values():
                 future.cancel()
@@ -522,30 +545,41 @@ class ObjectCopier:
             return None
         return upload.upload_id, stored
 
-    def copy_part(self, key: str, etag: str, upload_id: str, part: PartRange, own_layout: bool = False) -> str:
-        """Copy one part; returns its ETag. Server side where possible, streamed otherwise. `own_layout`: a
-        part of the source's own layout, whose upload is completed only if all parts' ETags add up to the
-        source's ETag (finish_upload checks)."""
+    def copy_part(self, key: str, etag: str, upload_id: str, part: PartRange, unhashed: bool = False) -> str:
+        """Copy one part; returns its ETag. Server side where possible, streamed otherwise. `unhashed`: a
+        streamed part need not be hashed, because its upload is completed only if all parts' ETags add up to
+        the source's ETag (finish_upload's `must_add_up`)."""
         self._check_cancelled()
         # Ceph decodes UploadPartCopy's copy source twice, so `a%41b` would silently copy `aAb`:
         # keys with `%` are streamed, which is correct on every service.
         if self._copies_parts_server_side(key):
             return self._copy_part(key, etag, upload_id, part)
-        return self._stream_part(key, etag, upload_id, part, own_layout)
+        return self._stream_part(key, etag, upload_id, part, unhashed)
 
     def _copies_parts_server_side(self, key: str) -> bool:
         return self.server_side and "%" not in self.source.key_for(key)
 
     def finish_upload(
-        self, key: str, size: int, etag: str, upload_id: str, part_etags: list[tuple[int, str]], mark: bool
+        self,
+        key: str,
+        size: int,
+        etag: str,
+        upload_id: str,
+        part_etags: list[tuple[int, str]],
+        mark: bool,
+        *,
+        must_add_up: bool = False,
     ) -> CopyResult:
         """Complete the upload and verify the result; an upload completed before (by a worker that
-        died before recording it) is verified the same way."""
+        died before recording it) is verified the same way. `must_add_up`: parts sent unhashed in a guessed
+        layout, completed only if their ETags add up to the source's (else _GuessedLayoutMismatchError)."""
         dest_key = self.destination.key_for(key)
         ordered = sorted(part_etags)
         expected = multipart_etag([part_etag for _, part_etag in ordered])
         # Verify before completing: a completed upload replaces what the destination held.
         try:
+            if must_add_up and mark and expected != etag:
+                raise _GuessedLayoutMismatchError(f"the parts' ETag {expected} differs from the source's {etag}")
             if not mark and self._etags_are_md5:
                 if expected != etag:
                     self._source_etag_must_be_md5(
@@ -615,7 +649,7 @@ class ObjectCopier:
         )
         return normalize_etag(response["CopyPartResult"]["ETag"])
 
-    def _stream_part(self, key: str, etag: str, upload_id: str, part: PartRange, own_layout: bool = False) -> str:
+    def _stream_part(self, key: str, etag: str, upload_id: str, part: PartRange, unhashed: bool = False) -> str:
         with self._buffer_for(part.size) as buffer:
             data, read = self._read_source(key, etag, part, into=buffer)
             arguments: dict[str, Any] = {
@@ -625,10 +659,9 @@ class ObjectCopier:
                 "PartNumber": part.number,
                 "Body": self._body(data),
             }
-            # A part of the source's own layout (not SSE-KMS: its ETag is no MD5) is verified with all the
-            # others through the multipart ETag before the upload completes: not hashed here, and sent unsigned
-            # where the client can (the MD5 was half of a streamed copy's CPU). Other parts carry their MD5.
-            verified_later = own_layout and read.get("ServerSideEncryption") != "aws:kms"
+            # Verified with all the others through the multipart ETag before the upload completes: not hashed
+            # here, and sent unsigned where the client can. Other parts carry their MD5.
+            verified_later = unhashed and read.get("ServerSideEncryption") != "aws:kms"
             digest = None if verified_later and self._unsigned_bodies else _md5(data)
             if digest is None:
                 arguments[UNSIGNED_BODY_ARGUMENT] = True
