@@ -127,6 +127,136 @@ def test_an_object_the_server_always_refuses_is_reported_and_the_rest_arrive(
     ]
 
 
+def test_source_bytes_corrupted_in_transit_never_land(
+    rgw_site: S3Site, proxy: FaultProxy, unique_name: str, tmp_path: Path
+) -> None:
+    """A streamed copy sends the source's own MD5 (its ETag) as Content-MD5 instead of hashing what it read:
+    bytes changed on the way are refused by the destination, and retried from a fresh read."""
+    keys = ["flaky", "broken", "fine"]
+    client = fill(rgw_site, f"{unique_name}-a", keys)
+    client.create_bucket(Bucket=f"{unique_name}-b")
+    # The body of "flaky" is changed once, that of "broken" on every read (same length, other bytes).
+    proxy.add(Fault(method="GET", path_contains="flaky", rewrite=("flaky", "FLAKY"), times=1))
+    proxy.add(Fault(method="GET", path_contains="broken", rewrite=("broken", "BROKEN")))
+    code, report, _ = sync(
+        rgw_site,
+        tmp_path / "s.db",
+        f"s3://{unique_name}-a",
+        f"s3://{unique_name}-b",
+        "--source-endpoint",
+        proxy.url,
+        "--dest-endpoint",
+        rgw_site.url,
+    )
+    assert code == 1
+    assert [f["key"] for f in report["failed"]] == ["broken"]
+    copied = {
+        o["Key"]: client.get_object(Bucket=f"{unique_name}-b", Key=o["Key"])["Body"].read()
+        for o in client.list_objects_v2(Bucket=f"{unique_name}-b")["Contents"]
+    }
+    assert copied == {"flaky": b"flaky" * 100, "fine": b"fine" * 100}
+
+
+def test_parts_changed_in_transit_never_complete_an_upload(moto_site: S3Site, unique_name: str, tmp_path: Path) -> None:
+    """Parts of a multipart source copied in its own layout are sent without an MD5 of their own (on the lean
+    client: unsigned, no Content-MD5); their ETags must add up to the source's ETag before the upload is
+    completed, so bytes changed on the way are caught there, and the object is copied again. On moto, which
+    tells a part's size (radosgw does not: its multipart sources are copied in a guessed layout, part MD5s
+    and all)."""
+    client = moto_site.client()
+    client.create_bucket(Bucket=f"{unique_name}-a")
+    client.create_bucket(Bucket=f"{unique_name}-b")
+    for key in ("flaky", "broken"):
+        upload = client.create_multipart_upload(Bucket=f"{unique_name}-a", Key=key)["UploadId"]
+        parts = []
+        for number in (1, 2):
+            body = key.encode() * (5 * MiB // len(key) + 1)
+            answer = client.upload_part(
+                Bucket=f"{unique_name}-a", Key=key, UploadId=upload, PartNumber=number, Body=body
+            )
+            parts.append({"ETag": answer["ETag"], "PartNumber": number})
+        client.complete_multipart_upload(
+            Bucket=f"{unique_name}-a", Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+        )
+    with FaultProxy(moto_site.url) as source, FaultProxy(moto_site.url, record=True) as destination:
+        # The first read of "flaky" is changed once; every read of "broken" is.
+        source.add(Fault(method="GET", path_contains="flaky", rewrite=("flaky", "FLAKY"), times=1))
+        source.add(Fault(method="GET", path_contains="broken", rewrite=("broken", "BROKEN")))
+        code, report, _ = sync(
+            moto_site,
+            tmp_path / "s.db",
+            f"s3://{unique_name}-a",
+            f"s3://{unique_name}-b",
+            "--source-endpoint",
+            source.url,
+            "--dest-endpoint",
+            destination.url,
+        )
+        part_uploads = [r for r in destination.recorded if r.method == "PUT" and "partNumber=" in r.query]
+    assert code == 1
+    assert [f["key"] for f in report["failed"]] == ["broken"]
+    assert client.list_objects_v2(Bucket=f"{unique_name}-b").get("KeyCount") == 1
+    copied = client.get_object(Bucket=f"{unique_name}-b", Key="flaky")
+    assert copied["ETag"] == client.head_object(Bucket=f"{unique_name}-a", Key="flaky")["ETag"]
+    assert copied["Body"].read() == b"flaky" * (5 * MiB // 5 + 1) * 2
+    assert not client.list_multipart_uploads(Bucket=f"{unique_name}-b").get("Uploads")
+    assert part_uploads and all(5 * MiB < len(r.body) < 6 * MiB for r in part_uploads)  # the source's layout
+    if os.environ.get("DTH_S3_CLIENT", "lean") == "lean":
+        sent = [{name.lower(): value for name, value in r.headers.items()} for r in part_uploads]
+        assert all("content-md5" not in headers for headers in sent)
+        assert all(headers.get("x-amz-content-sha256") == "UNSIGNED-PAYLOAD" for headers in sent)
+
+
+def _multipart_source(client: Any, bucket: str, key: str, part_size: int, parts: int) -> bytes:
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    pattern = key.encode() * (part_size // len(key) + 1)
+    done = []
+    for number in range(1, parts + 1):
+        answer = client.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=pattern[:part_size]
+        )
+        done.append({"ETag": answer["ETag"], "PartNumber": number})
+    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": done})
+    return pattern[:part_size] * parts
+
+
+def test_parts_in_a_guessed_layout_are_checked_and_copied_again_hashed_when_they_do_not_add_up(
+    rgw_site: S3Site, proxy: FaultProxy, unique_name: str, tmp_path: Path
+) -> None:
+    """radosgw cannot tell a part's size: its multipart sources are copied in a guessed layout (aws-cli's 8 MiB
+    parts here). Streamed unhashed, the parts must add up to the source's ETag; where they do not (a wrong
+    guess, or bytes changed on the way) the object is copied once more with every part hashed."""
+    client = rgw_site.client()
+    client.create_bucket(Bucket=f"{unique_name}-a")
+    client.create_bucket(Bucket=f"{unique_name}-b")
+    right = _multipart_source(client, f"{unique_name}-a", "right", 8 * MiB, 2)  # the guess: 8 MiB parts
+    wrong = _multipart_source(client, f"{unique_name}-a", "wrong", 6 * MiB, 2)  # guessed as 8 MiB too
+    proxy.add(Fault(method="GET", path_contains="right", rewrite=("right", "RIGHT"), times=1))
+    with FaultProxy(rgw_site.url, record=True) as destination:
+        code, report, stderr = sync(
+            rgw_site,
+            tmp_path / "s.db",
+            f"s3://{unique_name}-a",
+            f"s3://{unique_name}-b",
+            "--source-endpoint",
+            proxy.url,
+            "--dest-endpoint",
+            destination.url,
+        )
+        part_uploads = [r for r in destination.recorded if r.method == "PUT" and "partNumber=" in r.query]
+    assert code == 0, stderr
+    assert report["counters"]["copied"] == 2
+    for key, content in (("right", right), ("wrong", wrong)):
+        assert client.get_object(Bucket=f"{unique_name}-b", Key=key)["Body"].read() == content, key
+    assert not client.list_multipart_uploads(Bucket=f"{unique_name}-b").get("Uploads")
+    if os.environ.get("DTH_S3_CLIENT", "lean") == "lean":
+        hashed = {
+            (r.path.rsplit("/", 1)[-1], "content-md5" in {name.lower() for name in r.headers}) for r in part_uploads
+        }
+        # Each object: first unhashed parts that did not add up, then hashed ones.
+        assert hashed == {("right", False), ("right", True), ("wrong", False), ("wrong", True)}
+
+
 def test_a_failing_source_listing_deletes_nothing_in_mirror_mode(
     rgw_site: S3Site, proxy: FaultProxy, unique_name: str, tmp_path: Path
 ) -> None:

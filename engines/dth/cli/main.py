@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dth import __version__, logs
-from dth.cli import image, s3
+from dth.cli import image_flags, s3
 from dth.errors import DthError
 
 
@@ -48,7 +48,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _add_ecs_runner_arguments(parser: argparse.ArgumentParser) -> None:
-    from dth.devtools.ecs_runner import add_arguments
+    from dth.devtools.ecs_runner_flags import add_arguments
 
     add_arguments(parser)
 
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="also stop once idle this long")
     worker.set_defaults(handler=_worker, log_format_default="json")
 
-    image.register(commands)
+    image_flags.register(commands)
 
     run = commands.add_parser("run", help="run a TransferTask manifest locally on the embedded default")
     run.add_argument("manifest", type=Path)

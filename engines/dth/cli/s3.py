@@ -6,12 +6,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dth.cli.interrupt import EXIT_INTERRUPTED, first_interrupt_stops
-from dth.cli.report import print_change, print_json, print_text, progress_display
 from dth.errors import DthError, SpecError
-from dth.s3.sync import StandaloneSync, SyncResult
 from dth.spec.load import load_manifest, parse_s3_task_spec
 from dth.spec.model import (
     CannedAcl,
@@ -22,6 +20,9 @@ from dth.spec.model import (
     StorageProvider,
 )
 from dth.state.store import DEFAULT_KEEP_RUNS
+
+if TYPE_CHECKING:
+    from dth.s3.sync import SyncResult
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -204,6 +205,10 @@ def spec_from_arguments(args: argparse.Namespace) -> S3TaskSpec:
 
 
 def execute(spec: S3TaskSpec, task_name: str, args: argparse.Namespace, namespace: str = "default") -> int:
+    # The engine and the report load here, when a sync runs: `dth`'s parser needs neither.
+    from dth.cli.report import print_change, progress_display
+    from dth.s3.sync import StandaloneSync
+
     show_bar = args.output == "text" and not args.no_progress and sys.stderr.isatty() and not spec.options.dry_run
     display = progress_display() if show_bar else None
     sync = StandaloneSync(
@@ -229,6 +234,8 @@ def execute(spec: S3TaskSpec, task_name: str, args: argparse.Namespace, namespac
 
 
 def report(result: SyncResult, output: str) -> int:
+    from dth.cli.report import print_json, print_text
+
     if output == "json":
         print_json(result)
     else:

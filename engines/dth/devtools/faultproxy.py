@@ -161,10 +161,12 @@ class FaultProxy:
                     old, new = fault.rewrite
                     payload = payload.replace(old.encode(), new.encode())
                 self.send_response(response.status, response.reason)
+                # A HEAD's Content-Length is the object's, not the (empty) payload's.
                 for name, value in response.getheaders():
-                    if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                    if name.lower() not in _HOP_BY_HOP and (name.lower() != "content-length" or self.command == "HEAD"):
                         self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)

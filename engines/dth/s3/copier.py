@@ -21,8 +21,9 @@ from urllib.parse import urlencode
 
 import botocore.exceptions
 
-from dth.s3.buffers import BufferPool, MemoryBudget, pool_size
+from dth.s3.buffers import SMALL_READ, BufferPool, MemoryBudget, pool_size
 from dth.s3.compare import SOURCE_ETAG_METADATA, ObjectDetails
+from dth.s3.lean.client import UNSIGNED_BODY_ARGUMENT
 from dth.s3.listing import normalize_etag
 from dth.s3.parts import PartRange, guess_part_size, multipart_etag, parts_count, plan_parts, ranges_of
 from dth.s3.sides import S3Side, error_code, shares_service
@@ -59,6 +60,11 @@ class SourceVanishedError(CopyError):
         super().__init__(message, retryable=False)
 
 
+class _GuessedLayoutMismatchError(CopyError):
+    """Unhashed parts of a guessed layout whose ETags do not add up to the source's: the guess was wrong, or
+    bytes changed on the way. The copy is done again with every part hashed."""
+
+
 class CopyCancelled(Exception):  # noqa: N818 - not an error: the user asked to stop
     """The run was stopped (Ctrl-C): the copy was given up, and its multipart upload aborted."""
 
@@ -92,6 +98,16 @@ def _quoted(etag: str) -> str:
 
 def _is_md5(etag: str) -> bool:
     return len(etag) == 32 and "-" not in etag
+
+
+def _etag_md5(etag: str) -> bytes | None:
+    """The MD5 a single-part ETag spells, or None where it is no MD5."""
+    if not _is_md5(etag):
+        return None
+    try:
+        return bytes.fromhex(etag)
+    except ValueError:
+        return None
 
 
 def reusable_parts(layout: list[PartRange], stored: dict[int, StoredPart]) -> dict[int, str]:
@@ -130,11 +146,13 @@ class ObjectCopier:
         self.server_side = shares_service(source, destination)
         self._parts = part_pool
         # Streamed parts are read into these reusable buffers (the bound on buffers in flight), and the budget
-        # bounds every streamed byte: the pool's bytes, or one object up to the multipart threshold.
+        # bounds every streamed byte but small reads: the pool's bytes, or one object up to the multipart
+        # threshold. Small reads add at most one SMALL_READ per worker.
         self.buffers = buffers or BufferPool(pool_size(options.concurrency, options.chunk_size), options.chunk_size)
         self._memory = memory or MemoryBudget(max(self.buffers.count * self.buffers.size, options.multipart_threshold))
         # The lean client sends a view of a buffer as it is; botocore wants bytes.
         self._sends_views = bool(getattr(type(destination.client), "sends_memoryview", False))
+        self._unsigned_bodies = bool(getattr(type(destination.client), "accepts_unsigned_body", False))
         # KMS-encrypted objects have ETags that are not MD5s: nothing to compare them with.
         self._etags_are_md5 = self.dest_spec.sse is not SseMode.AWS_KMS
         # Whether this service's CopyObject keeps a multipart source's ETag (Ceph clones the object; AWS writes
@@ -397,7 +415,12 @@ class ObjectCopier:
     @contextlib.contextmanager
     def _buffer_for(self, length: int) -> Iterator[bytearray | None]:
         """A pooled buffer for a read of `length` bytes, or None where a plain read is better (small or larger
-        than a part); either way the bytes are counted in the memory budget."""
+        than a part). Small reads (at most one per worker, each under SMALL_READ) are outside the budget: part
+        buffers fill it, and a small object waiting behind them left the link idle between parts; every other
+        read is counted in it."""
+        if length < SMALL_READ:
+            yield None
+            return
         reserved = self._memory.acquire(length)
         try:
             if self.buffers.fits(length):
@@ -414,37 +437,58 @@ class ObjectCopier:
     def _put_object(self, key: str, size: int, etag: str, mark: bool) -> CopyResult:
         with self._buffer_for(size) as buffer:
             data, response = self._read_source(key, etag, into=buffer)
-            digest = _md5(data)
             source_kms = response.get("ServerSideEncryption") == "aws:kms"
-            if _is_md5(etag) and not source_kms and digest.hexdigest() != etag:
-                raise CopyError(f"content read from the source has MD5 {digest.hexdigest()}, its ETag is {etag}")
+            # A plain single-part source's ETag is the MD5 of its content: sent as Content-MD5, the destination
+            # checks the bytes against it (and refuses any changed on the way), with no hashing here. Other
+            # sources' bytes are hashed, to send what was read.
+            md5 = (None if source_kms else _etag_md5(etag)) or _md5(data).digest()
             # An SSE-KMS source's ETag is no MD5: the copy's cannot equal it, so the copy records it.
             arguments = self._new_object_arguments(key, response, etag, mark or source_kms)
             result = self.destination.client.put_object(
                 Bucket=self.destination.bucket,
                 Key=self.destination.key_for(key),
                 Body=self._body(data),
-                ContentMD5=base64.b64encode(digest.digest()).decode(),
+                ContentMD5=base64.b64encode(md5).decode(),
                 **arguments,
             )
         dest_etag = normalize_etag(result.get("ETag"))
-        if self._etags_are_md5 and dest_etag and dest_etag != digest.hexdigest():
+        if self._etags_are_md5 and dest_etag and dest_etag != md5.hex():
             raise CopyError(f"destination ETag {dest_etag} differs from the MD5 of what was sent")
         return CopyResult(dest_etag, size, "put")
 
     def _multipart(self, key: str, size: int, etag: str, layout: list[PartRange], mark: bool) -> CopyResult:
+        # Streamed parts whose ETags can add up to the source's (its own layout, or a guess of it) are checked
+        # that way before the upload completes, and are not hashed one by one: MD5 was half of a streamed big
+        # object's CPU.
+        unhashed = self._parts_add_up_to_the_source(key, etag, layout)
+        try:
+            return self._upload_parts(key, size, etag, layout, mark, unhashed)
+        except _GuessedLayoutMismatchError:
+            # Not the uploader's layout after all, or bytes changed on the way: once more, every part hashed.
+            return self._upload_parts(key, size, etag, layout, mark, unhashed=False)
+
+    def _parts_add_up_to_the_source(self, key: str, etag: str, layout: list[PartRange]) -> bool:
+        if self._copies_parts_server_side(key) or not self._etags_are_md5 or parts_count(etag) != len(layout):
+            return False
+        # An SSE-KMS source's ETag is no MD5 of anything: its parts are hashed.
+        return self.head_source(key, etag).get("ServerSideEncryption") != "aws:kms"
+
+    def _upload_parts(
+        self, key: str, size: int, etag: str, layout: list[PartRange], mark: bool, unhashed: bool
+    ) -> CopyResult:
         resumed = self.resume_upload(key, etag, mark)
         upload_id = resumed[0] if resumed else self.start_upload(key, etag, mark)
         stored = reusable_parts(layout, resumed[1]) if resumed else {}
         futures: dict[int, Future[str]] = {}
         try:
             futures = {
-                part.number: self._parts.submit(self.copy_part, key, etag, upload_id, part)
+                part.number: self._parts.submit(self.copy_part, key, etag, upload_id, part, unhashed)
                 for part in layout
                 if part.number not in stored
             }
             part_etags = [(number, future.result()) for number, future in futures.items()]
-            return self.finish_upload(key, size, etag, upload_id, [*stored.items(), *part_etags], mark)
+            parts = [*stored.items(), *part_etags]
+            return self.finish_upload(key, size, etag, upload_id, parts, mark, must_add_up=unhashed)
         except BaseException:
             for future in futures.values():
                 future.cancel()
@@ -501,28 +545,41 @@ class ObjectCopier:
             return None
         return upload.upload_id, stored
 
-    def copy_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
-        """Copy one part; returns its ETag. Server side where possible, streamed otherwise."""
+    def copy_part(self, key: str, etag: str, upload_id: str, part: PartRange, unhashed: bool = False) -> str:
+        """Copy one part; returns its ETag. Server side where possible, streamed otherwise. `unhashed`: a
+        streamed part need not be hashed, because its upload is completed only if all parts' ETags add up to
+        the source's ETag (finish_upload's `must_add_up`)."""
         self._check_cancelled()
         # Ceph decodes UploadPartCopy's copy source twice, so `a%41b` would silently copy `aAb`:
         # keys with `%` are streamed, which is correct on every service.
         if self._copies_parts_server_side(key):
             return self._copy_part(key, etag, upload_id, part)
-        return self._stream_part(key, etag, upload_id, part)
+        return self._stream_part(key, etag, upload_id, part, unhashed)
 
     def _copies_parts_server_side(self, key: str) -> bool:
         return self.server_side and "%" not in self.source.key_for(key)
 
     def finish_upload(
-        self, key: str, size: int, etag: str, upload_id: str, part_etags: list[tuple[int, str]], mark: bool
+        self,
+        key: str,
+        size: int,
+        etag: str,
+        upload_id: str,
+        part_etags: list[tuple[int, str]],
+        mark: bool,
+        *,
+        must_add_up: bool = False,
     ) -> CopyResult:
         """Complete the upload and verify the result; an upload completed before (by a worker that
-        died before recording it) is verified the same way."""
+        died before recording it) is verified the same way. `must_add_up`: parts sent unhashed in a guessed
+        layout, completed only if their ETags add up to the source's (else _GuessedLayoutMismatchError)."""
         dest_key = self.destination.key_for(key)
         ordered = sorted(part_etags)
         expected = multipart_etag([part_etag for _, part_etag in ordered])
         # Verify before completing: a completed upload replaces what the destination held.
         try:
+            if must_add_up and mark and expected != etag:
+                raise _GuessedLayoutMismatchError(f"the parts' ETag {expected} differs from the source's {etag}")
             if not mark and self._etags_are_md5:
                 if expected != etag:
                     self._source_etag_must_be_md5(
@@ -592,20 +649,27 @@ class ObjectCopier:
         )
         return normalize_etag(response["CopyPartResult"]["ETag"])
 
-    def _stream_part(self, key: str, etag: str, upload_id: str, part: PartRange) -> str:
+    def _stream_part(self, key: str, etag: str, upload_id: str, part: PartRange, unhashed: bool = False) -> str:
         with self._buffer_for(part.size) as buffer:
-            data, _ = self._read_source(key, etag, part, into=buffer)
-            digest = _md5(data)
-            response = self.destination.client.upload_part(
-                Bucket=self.destination.bucket,
-                Key=self.destination.key_for(key),
-                UploadId=upload_id,
-                PartNumber=part.number,
-                Body=self._body(data),
-                ContentMD5=base64.b64encode(digest.digest()).decode(),
-            )
+            data, read = self._read_source(key, etag, part, into=buffer)
+            arguments: dict[str, Any] = {
+                "Bucket": self.destination.bucket,
+                "Key": self.destination.key_for(key),
+                "UploadId": upload_id,
+                "PartNumber": part.number,
+                "Body": self._body(data),
+            }
+            # Verified with all the others through the multipart ETag before the upload completes: not hashed
+            # here, and sent unsigned where the client can. Other parts carry their MD5.
+            verified_later = unhashed and read.get("ServerSideEncryption") != "aws:kms"
+            digest = None if verified_later and self._unsigned_bodies else _md5(data)
+            if digest is None:
+                arguments[UNSIGNED_BODY_ARGUMENT] = True
+            else:
+                arguments["ContentMD5"] = base64.b64encode(digest.digest()).decode()
+            response = self.destination.client.upload_part(**arguments)
         part_etag = normalize_etag(response.get("ETag"))
-        if self._etags_are_md5 and part_etag != digest.hexdigest():
+        if digest is not None and self._etags_are_md5 and part_etag != digest.hexdigest():
             raise CopyError(f"part {part.number}: destination ETag {part_etag} differs from the MD5 sent")
         return part_etag
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import botocore.exceptions
 
@@ -28,9 +28,9 @@ DELIMITER = "/"
 PAGES_AHEAD = 4
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    """An object as a listing shows it, with its key relative to the listed prefix."""
+class ObjectInfo(NamedTuple):
+    """An object as a listing shows it, with its key relative to the listed prefix. A tuple: a no-op re-sync
+    makes one per object of both sides, and a frozen dataclass took four times as long to build."""
 
     key: str
     size: int

@@ -1,4 +1,9 @@
-"""One side of a transfer (source or destination): a client bound to a bucket and a prefix."""
+"""One side of a transfer (source or destination): a client bound to a bucket and a prefix.
+
+botocore's session, client and config are imported only where a side needs them: a side on static keys from
+the environment and a path-style endpoint runs on the lean client alone (dth.s3.lean), and builds botocore's
+client only on first need.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,23 @@ import dataclasses
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import botocore.config
 import botocore.exceptions
-import botocore.httpsession
-import botocore.parsers
-import botocore.session
 
 from dth.errors import AccessError
-from dth.s3.credentials import SecretCredentials, access_key_of, session_for
+from dth.s3.environment_keys import static_keys_from_environment
 from dth.s3.lean import LeanS3Client
+from dth.s3.lean.client import PathStyleEndpoint
 from dth.s3.lean.http import HttpSettings
 from dth.spec.model import S3Location, S3Source
+
+if TYPE_CHECKING:
+    import botocore.config
+    import botocore.session
+
+    from dth.s3.credentials import SecretCredentials
 
 DEFAULT_REGION = "us-east-1"
 
@@ -93,23 +102,20 @@ def connect(
 ) -> S3Side:
     """`session`: a botocore session, or a boto3 one (its botocore session is used); by default the one the
     location's credentials name."""
+    if session is None and lean_client_enabled():
+        lean_side = _lean_side(role, location, pool_size, max_attempts)
+        if lean_side is not None:
+            return lean_side
+    import botocore.session
+
+    from dth.s3.credentials import session_for
+
     secret_credentials = None
     if session is None:
         session, secret_credentials = session_for(location.credentials, namespace)
     elif not isinstance(session, botocore.session.Session):
         session = session._session  # a boto3.Session: its botocore session (public attribute, no accessor)
-    config = botocore.config.Config(
-        max_pool_connections=pool_size,
-        # Throttling, 5xx and connection errors are retried with exponential backoff and jitter.
-        retries={"mode": "standard", "max_attempts": max_attempts},
-        s3={"addressing_style": location.addressing_style()},
-        connect_timeout=10,
-        read_timeout=60,
-        tcp_keepalive=True,
-        # We send Content-MD5 ourselves; trailing checksums confuse S3 look-alikes (Ceph, OSS, COS).
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
+    config = _client_config(location, pool_size, max_attempts)
     endpoint_url = location.endpoint_url()
     client = _s3_client(
         session, region_name=location.region or DEFAULT_REGION, endpoint_url=endpoint_url, config=config
@@ -121,8 +127,80 @@ def connect(
         location=location,
         client=client,
         endpoint_url=endpoint_url or client.meta.endpoint_url,
-        access_key=access_key_of(session),
+        access_key=_access_key_of(session),
         secret_credentials=secret_credentials,
+    )
+
+
+def _client_config(location: S3Location, pool_size: int, max_attempts: int) -> botocore.config.Config:
+    import botocore.config
+
+    return botocore.config.Config(
+        max_pool_connections=pool_size,
+        # Throttling, 5xx and connection errors are retried with exponential backoff and jitter.
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        s3={"addressing_style": location.addressing_style()},
+        connect_timeout=10,
+        read_timeout=60,
+        tcp_keepalive=True,
+        # We send Content-MD5 ourselves; trailing checksums confuse S3 look-alikes (Ceph, OSS, COS).
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+
+
+def _access_key_of(session: botocore.session.Session) -> str | None:
+    from dth.s3.credentials import access_key_of
+
+    return access_key_of(session)
+
+
+def _lean_side(role: str, location: S3Location, pool_size: int, max_attempts: int) -> S3Side | None:
+    """A side on the lean client without botocore's session, where nothing needs it up front: static keys
+    from the environment (and no profile or secret in the spec), a path-style endpoint URL, and no trust store
+    to look up (plain http, or AWS_CA_BUNDLE given). None where botocore must take part."""
+    endpoint_url = location.endpoint_url()
+    if location.credentials is not None or endpoint_url is None or location.addressing_style() != "path":
+        return None
+    scheme = urlsplit(endpoint_url).scheme
+    ca_bundle = os.environ.get("AWS_CA_BUNDLE")
+    if scheme not in ("http", "https") or (scheme == "https" and not ca_bundle):
+        return None  # botocore's default bundle (certifi) or a profile's ca_bundle: its session knows
+    credentials = static_keys_from_environment()
+    if credentials is None:
+        return None
+    region = location.region or DEFAULT_REGION
+
+    def boto_client() -> Any:  # for errors, redirects and calls the lean client does not serve
+        import botocore.session
+
+        return _s3_client(
+            botocore.session.get_session(),
+            region_name=region,
+            endpoint_url=endpoint_url,
+            config=_client_config(location, pool_size, max_attempts),
+        )
+
+    def regional_client(other_region: str) -> Any:
+        import botocore.session
+
+        return _s3_client(
+            botocore.session.get_session(),
+            region_name=other_region,
+            endpoint_url=endpoint_url,
+            config=_client_config(location, pool_size, max_attempts),
+        )
+
+    client = LeanS3Client(
+        boto_client,
+        credentials,
+        max_attempts=max_attempts,
+        http_settings=HttpSettings(connect_timeout=10.0, read_timeout=60.0, verify=ca_bundle or True),
+        regional_client=regional_client,
+        path_style=PathStyleEndpoint(endpoint_url, region),
+    )
+    return S3Side(
+        role=role, location=location, client=client, endpoint_url=endpoint_url, access_key=credentials.access_key
     )
 
 
@@ -172,6 +250,8 @@ def _lean_client(
 ) -> LeanS3Client:
     """The hot operations on the lean client, everything else on `client`; the same credentials, timeouts,
     trust store and retry policy."""
+    import botocore.httpsession
+
     ca_bundle = session.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE or the profile's ca_bundle
     settings = HttpSettings(
         connect_timeout=float(config.connect_timeout),
@@ -194,6 +274,8 @@ def _lean_client(
 def _s3_client(botocore_session: botocore.session.Session, **arguments: Any) -> Any:
     """An S3 client whose responses keep timestamps as the text the service sent. Parsing LastModified into a
     datetime was half of a listing's CPU time, and the engine never reads it."""
+    import botocore.parsers
+
     _share_loader(botocore_session)
     botocore_session.get_credentials()  # resolved before the swap: a credential provider's own clients keep the default
     default_factory = botocore_session.get_component("response_parser_factory")

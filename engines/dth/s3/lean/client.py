@@ -1,10 +1,16 @@
 """LeanS3Client: the boto3 S3 client's methods for the hot data-path operations, on the lean stack; every
 other attribute is the wrapped boto3 client's, so the engine needs no change.
 
-What boto3 still provides: the credentials (botocore's provider chain, refreshed when they expire), the
-endpoint rules (which host and region a bucket is served from), the service model (arguments and answer
-shapes) and the exception classes. Errors are raised as boto3 raises them: ClientError subclasses with the
-same response dict, BotoCoreError subclasses for connection failures.
+What boto3 still provides: the credentials (botocore's provider chain, refreshed when they expire) unless the
+environment gives static keys, the endpoint rules (which host and region a bucket is served from) unless the
+endpoint is path-style at a given URL, every operation the lean client does not serve, and the exception
+classes. The service model (arguments and answer shapes) is botocore's data file, read by dth.s3.lean.model.
+Errors are raised as boto3 raises them: ClientError subclasses with the same response dict, BotoCoreError
+subclasses for connection failures.
+
+The boto3 client is built on first need (a call the lean client does not serve, an error answer, a bucket whose
+route needs the endpoint rules): a sync whose requests all succeed on a path-style endpoint never builds it,
+and so never imports botocore's session, client or urllib3 (a third of a second of start-up).
 """
 
 from __future__ import annotations
@@ -20,16 +26,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import botocore.exceptions
-import botocore.response
-import botocore.utils
 
 from dth.s3.lean import xml
+from dth.s3.lean.body import StreamingBody
 from dth.s3.lean.http import ConnectionPools, HttpSettings, StaleConnection, send
+from dth.s3.lean.model import s3_service_model
 from dth.s3.lean.operations import DELEGATED_ARGUMENTS, ERRORS_IN_200, OPERATIONS, Operation, encode_key
 from dth.s3.lean.retries import RetryQuota, backoff, retryable_error
 from dth.s3.lean.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, SigV4Signer
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+UNSIGNED_BODY_ARGUMENT = "UnsignedBody"
 _REDIRECT_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"})
 
 
@@ -44,6 +51,15 @@ class Route:
     base_path: str  # "/bucket" for path-style addressing, "" for virtual-hosted
     region: str
     endpoint_url: str
+
+
+@dataclass(frozen=True)
+class PathStyleEndpoint:
+    """A given endpoint URL addressed path-style: every bucket at URL/bucket, signed for `region` (what S3's
+    endpoint rules give for a custom endpoint with path-style addressing; tests/test_lean_client.py checks)."""
+
+    url: str
+    region: str
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,11 @@ def _translate(error: BaseException, url: str) -> Exception:
 class LeanS3Client:
     # Bodies may be memoryviews (of a reused buffer): sent as they are, never copied (dth.s3.buffers).
     sends_memoryview = True
+    # PutObject and UploadPart take UnsignedBody=True (not a boto3 argument): the body is sent without
+    # Content-MD5 and without a SHA-256 of it in the signature, as botocore sends bodies over https. Only for a
+    # caller that verifies the bytes otherwise: the copier, for parts whose ETags must add up to the source's
+    # multipart ETag before the upload is completed.
+    accepts_unsigned_body = True
 
     def __init__(
         self,
@@ -115,15 +136,21 @@ class LeanS3Client:
         max_attempts: int = 3,
         http_settings: HttpSettings | None = None,
         regional_client: Callable[[str], Any] | None = None,
+        path_style: PathStyleEndpoint | None = None,
     ) -> None:
-        self._boto = boto_client
+        """`boto_client`: the boto3 S3 client, or a function that builds it (called once, on first need).
+        `path_style`: route buckets without the endpoint rules."""
+        self._boto: Any = None if callable(boto_client) else boto_client
+        self._boto_factory: Callable[[], Any] | None = boto_client if callable(boto_client) else None
+        self._boto_lock = threading.Lock()
         self._credentials = credentials
         self._max_attempts = max(1, max_attempts)
         self._pools = ConnectionPools(http_settings or HttpSettings())
         self._signer = SigV4Signer("s3")
         self._quota = RetryQuota()
         self._regional_client = regional_client
-        model = boto_client.meta.service_model
+        self._path_style = path_style
+        model = s3_service_model()
         self._operations = {
             method: Operation.from_model(model.operation_model(op)) for method, op in OPERATIONS.items()
         }
@@ -131,10 +158,17 @@ class LeanS3Client:
         self._routes_lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._boto, name)
+        if name.startswith("_"):  # not yet set in __init__, or a private name: never the boto3 client's
+            raise AttributeError(name)
+        return getattr(self.boto3_client, name)
 
     @property
     def boto3_client(self) -> Any:
+        if self._boto is None:
+            with self._boto_lock:
+                if self._boto is None:
+                    assert self._boto_factory is not None
+                    self._boto = self._boto_factory()
         return self._boto
 
     # --- the operations, with boto3's names and arguments --------------------------------
@@ -175,16 +209,18 @@ class LeanS3Client:
     def get_paginator(self, operation_name: str) -> Any:
         if operation_name == "list_objects_v2":
             return _ListObjectsV2Paginator(self)
-        return self._boto.get_paginator(operation_name)
+        return self.boto3_client.get_paginator(operation_name)
 
     # --- one call ----------------------------------------------------------------------------
 
     def _call(self, method: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        # Not a boto3 argument (see accepts_unsigned_body): taken out before anything else sees the arguments.
+        unsigned = bool(arguments.pop(UNSIGNED_BODY_ARGUMENT, False))
         body_argument = arguments.get("Body")
         if DELEGATED_ARGUMENTS.intersection(arguments) or not (
             body_argument is None or isinstance(body_argument, bytes | bytearray | memoryview)
         ):
-            result: dict[str, Any] = getattr(self._boto, method)(**arguments)
+            result: dict[str, Any] = getattr(self.boto3_client, method)(**arguments)
             return result
         operation = self._operations[method]
         bucket = arguments.get("Bucket")
@@ -195,15 +231,20 @@ class LeanS3Client:
         auto_encoding = method == "list_objects_v2"
         if auto_encoding:
             query.append(("encoding-type", "url"))
-        answer, attempts = self._send(operation, bucket, key, query, headers, body)
+        answer, attempts = self._send(operation, bucket, key, query, headers, body, unsigned)
         return self._parse(operation, answer, attempts, auto_encoding)
 
     def route(self, bucket: str, region: str | None = None) -> Route:
         cached = self._routes.get(bucket)
         if cached is not None and (region is None or cached.region == region):
             return cached
-        client = self._boto if region is None or self._regional_client is None else self._regional_client(region)
-        url, signing_region = _resolve(client, bucket)
+        if region is None and self._path_style is not None:
+            url, signing_region = f"{self._path_style.url.rstrip('/')}/{bucket}", self._path_style.region
+        else:
+            client = (
+                self.boto3_client if region is None or self._regional_client is None else self._regional_client(region)
+            )
+            url, signing_region = _resolve(client, bucket)
         parts = urlsplit(url)
         scheme = parts.scheme
         port = parts.port or _DEFAULT_PORTS[scheme]
@@ -222,6 +263,7 @@ class LeanS3Client:
         query: list[tuple[str, str | None]],
         headers: dict[str, str],
         body: Any,
+        unsigned: bool = False,
     ) -> tuple[_Answer, int]:
         route = self.route(bucket)
         redirected = False
@@ -232,7 +274,7 @@ class LeanS3Client:
             error: BaseException | None = None
             code: str | None = None
             try:
-                answer = self._attempt(operation, route, key, query, dict(headers), body)
+                answer = self._attempt(operation, route, key, query, dict(headers), body, unsigned)
             except (OSError, http.client.HTTPException) as failure:
                 error = failure
             if answer is not None:
@@ -268,8 +310,9 @@ class LeanS3Client:
         query: list[tuple[str, str | None]],
         headers: dict[str, str],
         body: Any,
+        unsigned: bool = False,
     ) -> _Answer:
-        target = self._sign(operation, route, key, query, headers, body)
+        target = self._sign(operation, route, key, query, headers, body, unsigned=unsigned)
         connection, reused, prefix = self._pools.acquire(route.scheme, route.host, route.port)
         try:
             response = send(connection, operation.method, (prefix or "") + target, headers, body, reused)
@@ -306,6 +349,8 @@ class LeanS3Client:
         headers: dict[str, str],
         body: Any,
         amz_date: str | None = None,
+        *,
+        unsigned: bool = False,
     ) -> str:
         """Sign the request in place (headers); returns the request target, path and query."""
         path = route.base_path + "/" + encode_key(key) if key is not None else (route.base_path or "/")
@@ -322,7 +367,7 @@ class LeanS3Client:
             path=path,
             query=query,
             headers=headers,
-            payload_hash=_payload_hash(headers, body),
+            payload_hash=UNSIGNED_PAYLOAD if unsigned and body else _payload_hash(headers, body),
             amz_date=amz_date,
         )
         headers["Host"] = route.host_header
@@ -346,6 +391,8 @@ class LeanS3Client:
         result = operation.parse_headers(answer.headers)
         if "Expires" in result:  # botocore keeps the text, and drops an Expires that is no timestamp
             result["ExpiresString"] = result["Expires"]
+            import botocore.utils  # rare: only answers that carry an Expires header
+
             try:
                 botocore.utils.parse_timestamp(result["Expires"])
             except (ValueError, RuntimeError):
@@ -353,7 +400,7 @@ class LeanS3Client:
         output = operation.model.output_shape
         if operation.name == "GetObject":
             length = answer.headers.get("content-length")
-            result["Body"] = botocore.response.StreamingBody(answer.response, int(length) if length else None)
+            result["Body"] = StreamingBody(answer.response, int(length) if length else None)
         elif operation.name == "ListObjectsV2":
             result.update(xml.parse_list_objects_v2(output, answer.body, auto_encoding))
         elif operation.output_payload and answer.body:
@@ -376,7 +423,7 @@ class LeanS3Client:
         if "Code" not in error:
             error = {"Code": str(answer.status), "Message": http.client.responses.get(answer.status, "")}
         response = {"Error": error, "ResponseMetadata": metadata}
-        kind = self._boto.exceptions.from_code(error["Code"])
+        kind = self.boto3_client.exceptions.from_code(error["Code"])
         exception: botocore.exceptions.ClientError = kind(response, operation.name)
         return exception
 

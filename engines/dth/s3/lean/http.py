@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import re
 import socket
 import ssl
 import threading
@@ -107,11 +108,109 @@ class ConnectionPools:
             connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl_context())
         else:
             connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        connection.response_class = FastHeadersResponse
         connection.connect()
         assert connection.sock is not None
         connection.sock.settimeout(self._settings.read_timeout)
         connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         return connection
+
+
+class HeaderFields:
+    """A response's header fields with what http.client's HTTPResponse and the lean client read of its
+    HTTPMessage (get, get_all, items, keys, `in`), parsed as the email package's compat32 policy parses them, but
+    without it: http.client's parse_headers cost more CPU than signing the request."""
+
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self._fields = fields
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        wanted = name.lower()
+        for field_name, value in self._fields:
+            if field_name.lower() == wanted:
+                return value
+        return default
+
+    def get_all(self, name: str, default: list[str] | None = None) -> list[str] | None:
+        wanted = name.lower()
+        found = [value for field_name, value in self._fields if field_name.lower() == wanted]
+        return found or default
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._fields)
+
+    def keys(self) -> list[str]:
+        return [name for name, _ in self._fields]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]*")  # the email package's header name: printable ASCII, no colon
+
+
+def parse_header_lines(lines: list[bytes]) -> HeaderFields:
+    """Header lines (as http.client reads them, the blank line last) into fields: `Name: value`, continuation
+    lines kept as the email package keeps them, and nothing after a line that is no field, as it does."""
+    fields: list[tuple[str, str]] = []
+    for raw in lines:
+        line = raw.decode("iso-8859-1")
+        if line in ("\r\n", "\n", ""):
+            break
+        if line[0] in " \t" and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + line)
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name):
+            break  # the email package takes the rest for the body: no more fields
+        fields.append((name, value.lstrip(" \t")))
+    return HeaderFields([(name, value.rstrip("\r\n")) for name, value in fields])
+
+
+class FastHeadersResponse(http.client.HTTPResponse):
+    """http.client's response with its header fields read by parse_header_lines."""
+
+    def begin(self) -> None:
+        if self.headers is not None:
+            return
+        while True:
+            version, status, reason = self._read_status()
+            if status != http.client.CONTINUE:
+                break
+            http.client._read_headers(self.fp)
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        self.headers = self.msg = parse_header_lines(http.client._read_headers(self.fp))
+        encoding = self.headers.get("transfer-encoding")
+        self.chunked = bool(encoding and encoding.lower() == "chunked")
+        if self.chunked:
+            self.chunk_left = None
+        self.will_close = self._check_close()
+        self.length = None
+        length = self.headers.get("content-length")
+        if length and not self.chunked:
+            try:
+                self.length = int(length)
+            except ValueError:
+                self.length = None
+            else:
+                if self.length < 0:
+                    self.length = None
+        if (
+            status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED)
+            or 100 <= status < 200
+            or self._method == "HEAD"
+        ):
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True
 
 
 class _ProxiedHTTPConnection(http.client.HTTPConnection):

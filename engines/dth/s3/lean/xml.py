@@ -104,12 +104,17 @@ def parse_list_objects_v2(shape: Any, body: bytes, decode: bool) -> dict[str, An
     thousand entries are where the time goes). `decode`: undo encoding-type=url as botocore does."""
     text = body.decode("utf-8")
     known = frozenset(shape.members["Contents"].member.members)  # botocore drops elements its model lacks
-    contents = [_listed_object(match.group(1), decode, known) for match in _CONTENTS.finditer(text)]
+    flat = _flat_contents(text, decode, known)
+    if flat is not None:
+        contents, text = flat
+    else:
+        contents = [_listed_object(match.group(1), decode, known) for match in _CONTENTS.finditer(text)]
+        text = _CONTENTS.sub("", text)
     prefixes = [
         {"Prefix": unquote_plus(unescape(p)) if decode else unescape(p)}
         for p in (m.group(1) for m in _COMMON_PREFIX.finditer(text))
     ]
-    head = _CONTENTS.sub("", _COMMON_PREFIX.sub("", text))
+    head = _COMMON_PREFIX.sub("", text) if prefixes else text
     match = _ELEMENT.search(head)
     result = parse_structure(shape, (match.group(2) or "") if match else "")
     if contents:
@@ -121,6 +126,57 @@ def parse_list_objects_v2(shape: Any, body: bytes, decode: bool) -> dict[str, An
             if name in result:
                 result[name] = unquote_plus(result[name])
     return result
+
+
+# The entry every S3 look-alike writes for a plain object, element by element in S3's order (radosgw adds a
+# <Type>, which the model lacks): one scan in C for the whole page, where each entry would take several.
+_FLAT_ENTRY = re.compile(
+    r"<Contents>\s*<Key>([^<]*)</Key>\s*<LastModified>([^<]*)</LastModified>\s*<ETag>([^<]*)</ETag>"
+    r"\s*<Size>(\d+)</Size>\s*<StorageClass>([^<]*)</StorageClass>\s*(?:<Type>[^<]*</Type>\s*)?</Contents>"
+)
+_FLAT_MEMBERS = frozenset({"Key", "LastModified", "ETag", "Size", "StorageClass"})
+
+
+def _flat_contents(text: str, decode: bool, known: frozenset[str]) -> tuple[list[dict[str, Any]], str] | None:
+    """The page's entries and the page without them, where every entry has the flat form above; None where
+    any has another (then the general parser reads the page)."""
+    if not _FLAT_MEMBERS.issubset(known) or "Type" in known:
+        return None
+    fields: list[tuple[str, ...]] = []
+    rest: list[str] = []
+    end = 0
+    for match in _FLAT_ENTRY.finditer(text):
+        rest.append(text[end : match.start()])
+        end = match.end()
+        fields.append(match.groups())
+    rest.append(text[end:])
+    remainder = "".join(rest)
+    if "<Contents>" in remainder:
+        return None
+    keys = [unescape(found[0]) for found in fields]
+    if decode:
+        keys = _url_decoded_all(keys)
+    entries = [
+        {
+            "Key": key,
+            "LastModified": unescape(modified),
+            "ETag": unescape(etag),
+            "Size": int(size),
+            "StorageClass": unescape(storage_class),
+        }
+        for key, (_, modified, etag, size, storage_class) in zip(keys, fields, strict=True)
+    ]
+    return entries, remainder
+
+
+def _url_decoded_all(keys: list[str]) -> list[str]:
+    """url_decoded over a page's keys (XML entities already undone) in one call: the keys joined by line breaks
+    decode as each would alone, and split apart again where no key holds a line break, raw or encoded
+    (unquote_plus's per-call cost was a fifth of a page's parsing)."""
+    joined = "\n".join(keys)
+    if not keys or "%0A" in joined or "%0a" in joined or joined.count("\n") != len(keys) - 1:
+        return [unquote_plus(key) for key in keys]
+    return unquote_plus(joined).split("\n")
 
 
 _LISTED_INT = frozenset({"Size"})
