@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pstats
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -102,10 +104,18 @@ def run_embedded(site: S3Site, source: str, destination: str) -> tuple[float, fl
 
 
 def run_distributed(
-    site: S3Site, moto: MotoServer, source: str, destination: str, workers: int, *, finder: bool = True
+    site: S3Site,
+    moto: MotoServer,
+    source: str,
+    destination: str,
+    workers: int,
+    *,
+    finder: bool = True,
+    profile: Path | None = None,
 ) -> tuple[float, list[float]]:
     """(seconds, each worker's CPU seconds) of a finder and `workers` worker processes (without the finder:
-    workers idling on an empty queue)."""
+    workers idling on an empty queue). With `profile`, the first worker runs under a profiler of every thread
+    (its CPU is then the profiler's too: not comparable)."""
     session = boto3.Session("testing", "testing", region_name="us-east-1")
     name = f"bench-{destination}"
     queue_url, dlq_url = create_queues(session.client("sqs", endpoint_url=moto.endpoint_url), name)
@@ -123,14 +133,16 @@ def run_distributed(
     started = time.perf_counter()
     if finder:
         subprocess.run([sys.executable, "-m", "dth", "s3", "finder"], env=env, check=True, capture_output=True)
+    command = ["s3", "worker", "--exit-when-idle", str(IDLE_SECONDS)]
+    profiler = ["-m", "dth.devtools.thread_profile", str(profile)] if profile else ["-m", "dth"]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "dth", "s3", "worker", "--exit-when-idle", str(IDLE_SECONDS)],
+            [sys.executable, *(profiler if n == 0 else ["-m", "dth"]), *command],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(workers)
+        for n in range(workers)
     ]
     cpus = [cpu_of(process) for process in processes]
     return time.perf_counter() - started - IDLE_SECONDS, cpus
@@ -140,6 +152,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=300)
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="also run one worker under a profiler of every thread, write its statistics to this file and print "
+        "where its CPU went",
+    )
     args = parser.parse_args()
     with RadosGateway(endpoints=1) as gateway, MotoServer() as moto:
         site = S3Site(gateway.endpoint_urls[0], gateway.access_key, gateway.secret_key)
@@ -188,6 +206,11 @@ def main() -> int:
             "CPU s: the sync's, or all workers' (not the finder's); CPU ms/object: that CPU per object, less an idle "
             "worker's CPU per worker process for the distributed runs"
         )
+        if args.profile:
+            client.create_bucket(Bucket="dist-profiled")
+            run_distributed(site, moto, "dist-source", "dist-profiled", 1, profile=args.profile)
+            print(f"\nwhere one worker's CPU went ({args.profile}; every thread, by own time):")
+            pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(20)
     return 0
 
 
