@@ -151,7 +151,8 @@ def test_run_now_starts_the_finder_once_per_value_and_is_refused_while_suspended
             what="the run-now handled",
             detail=lambda: namespace.status("nightly"),
         )
-        assert len(run_now_tasks(aws, cluster)) == 1
+        # The value is claimed in status before RunTask is called: the task may start a moment after.
+        wait_for(lambda: len(run_now_tasks(aws, cluster)) == 1, what="one run-now task")
         wait_for(
             lambda: namespace.status("nightly").get("objects", {}).get("copied") == 3,
             timeout=180,
@@ -181,7 +182,7 @@ def test_run_now_starts_the_finder_once_per_value_and_is_refused_while_suspended
             lambda: namespace.status("nightly").get("lastRunNowHandled") == "2026-12-02T04:05:00Z",
             what="the second run-now handled",
         )
-        assert len(run_now_tasks(aws, cluster)) == 2
+        wait_for(lambda: len(run_now_tasks(aws, cluster)) == 2, what="a second run-now task")
         wait_for(
             lambda: any(o["Key"] == "second/0" for o in client.list_objects_v2(Bucket=destination)["Contents"]),
             timeout=180,
