@@ -9,7 +9,6 @@ import pstats
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
 
 
 def profiled(run: Callable[[], int], out: str) -> int:
@@ -51,8 +50,7 @@ def main(argv: list[str]) -> int:
     from dth.cli.main import main as dth_main
 
     out, arguments = argv[0], argv[1:]
-    result: Any = profiled(lambda: dth_main(arguments), out)
-    return int(result or 0)
+    return profiled(lambda: dth_main(arguments), out)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from dth.s3.credentials import SecretCredentials
 
 DEFAULT_REGION = "us-east-1"
+# Seconds, for botocore's client and the lean client alike.
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 60
 
 # Error codes that mean the key pair itself is wrong, as S3 and its look-alikes spell them.
 CREDENTIAL_ERRORS = frozenset(
@@ -140,8 +143,8 @@ def _client_config(location: S3Location, pool_size: int, max_attempts: int) -> b
         # Throttling, 5xx and connection errors are retried with exponential backoff and jitter.
         retries={"mode": "standard", "max_attempts": max_attempts},
         s3={"addressing_style": location.addressing_style()},
-        connect_timeout=10,
-        read_timeout=60,
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
         tcp_keepalive=True,
         # We send Content-MD5 ourselves; trailing checksums confuse S3 look-alikes (Ceph, OSS, COS).
         request_checksum_calculation="when_required",
@@ -171,31 +174,23 @@ def _lean_side(role: str, location: S3Location, pool_size: int, max_attempts: in
         return None
     region = location.region or DEFAULT_REGION
 
-    def boto_client() -> Any:  # for errors, redirects and calls the lean client does not serve
+    def regional_client(client_region: str) -> Any:  # errors, redirects, calls the lean client does not serve
         import botocore.session
 
         return _s3_client(
             botocore.session.get_session(),
-            region_name=region,
-            endpoint_url=endpoint_url,
-            config=_client_config(location, pool_size, max_attempts),
-        )
-
-    def regional_client(other_region: str) -> Any:
-        import botocore.session
-
-        return _s3_client(
-            botocore.session.get_session(),
-            region_name=other_region,
+            region_name=client_region,
             endpoint_url=endpoint_url,
             config=_client_config(location, pool_size, max_attempts),
         )
 
     client = LeanS3Client(
-        boto_client,
+        lambda: regional_client(region),
         credentials,
         max_attempts=max_attempts,
-        http_settings=HttpSettings(connect_timeout=10.0, read_timeout=60.0, verify=ca_bundle or True),
+        http_settings=HttpSettings(
+            connect_timeout=float(CONNECT_TIMEOUT), read_timeout=float(READ_TIMEOUT), verify=ca_bundle or True
+        ),
         regional_client=regional_client,
         path_style=PathStyleEndpoint(endpoint_url, region),
     )
